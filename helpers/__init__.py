@@ -1,0 +1,27 @@
+"""Helpers for the mini-batch training workbook.
+
+Import has no side effects: the work happens in functions called with explicit
+arguments. The notebooks start with
+
+    from helpers import setup, record, show_findings, check, Int, Float, ...
+    run = setup("NN_name", seed=(seed, Int(0, 2**31 - 1)), ...)
+
+Topic modules (import them where a lesson needs them):
+    helpers.data          digits data set, batch orders (i.i.d., grouped by class)
+    helpers.models        small model builders
+    helpers.training      train(): fit with one progress bar, history as a table
+    helpers.plotting      one plot style, titles that state findings
+    helpers.gradient_noise  mini-batch gradient noise, gradient noise scale
+    helpers.sweep         python -m helpers.sweep NOTEBOOK --grid name=v1,v2 ...
+    helpers.run_all       python -m helpers.run_all (what `make run` calls)
+"""
+from .checks import ClaimFailed, check
+from .environment import Run, setup
+from .findings import load_findings, record, show_findings
+from .params import (Bool, Choice, Float, FloatList, Int, IntList, ListOf,
+                     ParameterError, check_relation)
+from .tables import Table
+
+__all__ = ["setup", "Run", "record", "show_findings", "load_findings", "check", "ClaimFailed",
+           "Int", "Float", "Bool", "Choice", "ListOf", "IntList", "FloatList",
+           "ParameterError", "check_relation", "Table"]

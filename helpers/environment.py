@@ -1,0 +1,123 @@
+"""setup(): the one call every notebook makes after its parameters cell.
+
+It validates the parameters (before any heavy import), quiets TensorFlow's log
+noise, optionally creates logical CPU devices, seeds every random number
+generator, starts the notebook's findings file and prints one line describing
+the environment. Nothing happens at import time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from .findings import start_findings
+from .params import Int, ParameterError, validate
+
+MAX_LOGICAL_DEVICES = 8
+
+
+@dataclass
+class Run:
+    """What setup() returns: the notebook name, its seed and validated parameters."""
+    notebook: str
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+    logical_devices: int = 0
+    summary: str = ""
+
+    def __getitem__(self, name: str) -> Any:
+        return self.params[name]
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ and absl start-up chatter (not errors)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-reproducible CPU results
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*input_shape.*")
+    warnings.filterwarnings("ignore", message=".*Your input ran out of data.*")
+    import tensorflow as tf  # noqa: E402  (after the environment variables)
+    tf.get_logger().setLevel(logging.ERROR)
+    try:
+        import absl.logging
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def configure_logical_devices(n: int) -> list:
+    """Split the physical CPU into `n` logical devices (for MirroredStrategy).
+
+    Must run before TensorFlow executes any op; raises a clear error otherwise.
+    Calling again with the same n is a no-op (re-running a setup cell).
+    """
+    import tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    current = tf.config.get_logical_device_configuration(cpus[0])
+    if current is not None and len(current) == n:
+        return tf.config.list_logical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"cannot create {n} logical CPU devices: TensorFlow has already run an op in this "
+            "process, and devices can only be configured before that. Restart the kernel and "
+            "run the setup cell before anything else."
+        ) from err
+    return tf.config.list_logical_devices("CPU")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras from one integer."""
+    random.seed(seed)
+    import numpy as np
+    np.random.seed(seed)
+    import keras
+    keras.utils.set_random_seed(seed)  # also seeds tf.random and python/numpy
+
+
+def environment_summary(seed: int) -> str:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    devices = [d.name.replace("/device:", "") for d in tf.config.list_logical_devices()]
+    return (f"Python {platform.python_version()} · TensorFlow {tf.__version__} · Keras {keras.__version__}"
+            f" · NumPy {np.__version__} · {os.cpu_count()} CPU cores · devices: {', '.join(devices)}"
+            f" · seed {seed}")
+
+
+def setup(notebook: str, *, seed: tuple, logical_devices: int = 0, verbose: bool = True,
+          **params: tuple) -> Run:
+    """Validate, quiet, configure devices, seed, start the findings file.
+
+    notebook: the notebook's stem, e.g. "01_steps_epochs_and_batches".
+    seed and every other keyword: a pair (value, rule) from helpers.params,
+      e.g. epochs=(epochs, Int(1, 50)). A bad value raises ParameterError naming
+      the parameter, the value and the allowed range, before any work starts.
+    logical_devices: 0 for the default single CPU device, else 1..8.
+    """
+    declared = {"seed": seed, **params}
+    try:
+        clean = validate(declared)
+        Int(0, MAX_LOGICAL_DEVICES).check("logical_devices", logical_devices)
+    except ParameterError as err:
+        # re-raised here so the notebook shows one short traceback, not helper internals
+        raise ParameterError(str(err)) from None
+    quiet_tensorflow()
+    if logical_devices:
+        configure_logical_devices(logical_devices)
+    seed_value = clean["seed"]
+    seed_everything(seed_value)
+    start_findings(notebook, seed_value, clean)
+    run = Run(notebook=notebook, seed=seed_value, params=clean,
+              logical_devices=logical_devices, summary=environment_summary(seed_value))
+    if verbose:
+        print(run.summary)
+    return run

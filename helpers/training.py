@@ -1,0 +1,91 @@
+"""train(): model.fit with one progress bar per run (not Keras's per-epoch log),
+the history returned as a table, and helpers to score a model in either BN mode.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .tables import Table
+
+
+def progress_callback(total_epochs: int, desc: str, enabled: bool = True):
+    """A Keras callback advancing one tqdm bar per epoch (cheap: no per-batch work)."""
+    import keras
+    from tqdm.auto import tqdm
+
+    class EpochBar(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", leave=True, disable=not enabled)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochBar()
+
+
+@dataclass
+class History:
+    """What train() returns. metrics: name -> per-epoch list; seconds: wall time of fit."""
+    metrics: dict[str, list[float]]
+    seconds: float
+    epochs: int
+    steps_per_epoch: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def table(self) -> Table:
+        names = list(self.metrics)
+        rows = [[e + 1] + [self.metrics[n][e] for n in names] for e in range(len(self.metrics[names[0]]))] if names else []
+        return Table(["epoch"] + names, rows)
+
+    def final(self, name: str) -> float:
+        return float(self.metrics[name][-1])
+
+    def _repr_html_(self) -> str:
+        return self.table._repr_html_()
+
+
+def train(model, x, y=None, *, epochs: int, batch_size: int | None = None, validation_data=None,
+          desc: str = "training", callbacks=(), progress: bool = True, **fit_kwargs) -> History:
+    """Run model.fit silently with one tqdm bar; return a History.
+
+    x, y: arrays, or x a tf.data.Dataset (then y=None and batch_size=None).
+    Extra keywords go to fit (shuffle, steps_per_epoch, sample_weight, ...).
+    """
+    cbs = [progress_callback(epochs, desc, enabled=progress), *callbacks]
+    if y is None and not isinstance(x, np.ndarray):
+        fit_kwargs.setdefault("shuffle", False)  # a dataset brings its own order
+    start = time.perf_counter()
+    hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+                     callbacks=cbs, verbose=0, **fit_kwargs)
+    seconds = time.perf_counter() - start
+    metrics = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    steps = hist.params.get("steps") if hasattr(hist, "params") else None
+    return History(metrics=metrics, seconds=seconds, epochs=epochs, steps_per_epoch=steps)
+
+
+def predict_proba(model, x, *, training: bool = False, batch_size: int = 512) -> np.ndarray:
+    """Model outputs with BN in inference (training=False) or training mode.
+
+    In training mode the batch statistics depend on how x is cut into batches of
+    `batch_size`; training-mode calls do not update moving statistics here
+    (Keras updates them only inside fit/train_step).
+    """
+    outs = [np.asarray(model(x[i:i + batch_size], training=training)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs, axis=0)
+
+
+def accuracy(model, x, y, *, training: bool = False, batch_size: int = 512) -> float:
+    """Classification accuracy of argmax predictions (see predict_proba for `training`)."""
+    pred = predict_proba(model, x, training=training, batch_size=batch_size)
+    if pred.shape[-1] == 1:
+        return float(np.mean((pred[..., 0] > 0.5) == (np.asarray(y).reshape(pred.shape[:-1]) > 0.5)))
+    return float(np.mean(np.argmax(pred, axis=-1) == np.asarray(y)))
