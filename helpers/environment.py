@@ -93,7 +93,7 @@ def environment_summary(seed: int) -> str:
             f" · seed {seed}")
 
 
-def setup(notebook: str, *, seed: tuple, logical_devices: int = 0, verbose: bool = True,
+def setup(notebook: str, *, seed: tuple, logical_devices: int | tuple = 0, verbose: bool = True,
           **params: tuple) -> Run:
     """Validate, quiet, configure devices, seed, start the findings file.
 
@@ -101,11 +101,15 @@ def setup(notebook: str, *, seed: tuple, logical_devices: int = 0, verbose: bool
     seed and every other keyword: a pair (value, rule) from helpers.params,
       e.g. epochs=(epochs, Int(1, 50)). A bad value raises ParameterError naming
       the parameter, the value and the allowed range, before any work starts.
-    logical_devices: 0 for the default single CPU device, else 1..8.
+    logical_devices: 0 for the default single CPU device, else 1..8; or a
+      (value, rule) pair when it is itself a notebook parameter.
     """
     declared = {"seed": seed, **params}
+    if isinstance(logical_devices, tuple):
+        declared["logical_devices"] = logical_devices
     try:
         clean = validate(declared)
+        logical_devices = clean.get("logical_devices", logical_devices)
         Int(0, MAX_LOGICAL_DEVICES).check("logical_devices", logical_devices)
     except ParameterError as err:
         # re-raised here so the notebook shows one short traceback, not helper internals

@@ -33,8 +33,10 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 def _interval(lo, hi, lo_open=False, hi_open=False) -> str:
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
-    lo_s = "-inf" if lo is None else f"{lo:g}"
-    hi_s = "inf" if hi is None else f"{hi:g}"
+    def fmt(v):
+        return str(v) if isinstance(v, int) else f"{v:g}"
+    lo_s = "-inf" if lo is None else fmt(lo)
+    hi_s = "inf" if hi is None else fmt(hi)
     return f"{left}{lo_s}, {hi_s}{right}"
 
 

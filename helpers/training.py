@@ -89,3 +89,33 @@ def accuracy(model, x, y, *, training: bool = False, batch_size: int = 512) -> f
     if pred.shape[-1] == 1:
         return float(np.mean((pred[..., 0] > 0.5) == (np.asarray(y).reshape(pred.shape[:-1]) > 0.5)))
     return float(np.mean(np.argmax(pred, axis=-1) == np.asarray(y)))
+
+
+def epoch_log(x=None, y=None, *, batch_size: int = 2048):
+    """A callback recording, per epoch, the seconds spent training and (if x, y
+    are given) the loss on (x, y) at the end of the epoch, in inference mode.
+
+    The loss is computed with one direct model call per `batch_size` chunk, not
+    model.evaluate, so it adds milliseconds, and that time is excluded from
+    `seconds`. Read .seconds and .loss (lists, one entry per epoch) after fit.
+    """
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds, self.loss = [], []
+
+        def on_train_begin(self, logs=None):
+            self._loss_fn = keras.losses.get(self.model.loss)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t0)
+            if x is not None:
+                pred = predict_proba(self.model, x, batch_size=batch_size)
+                self.loss.append(float(np.mean(self._loss_fn(y, pred))))
+
+    return EpochLog()

@@ -1,0 +1,397 @@
+"""Batch normalization at inference time: a Conv1D+BN window classifier, the
+ways to call it, the "accepted answer" variants (BN removed, BN in training
+mode on a batch of one), BN folded into the preceding layer for deployment,
+a streaming batch-of-one predictor with its latency, and the widget function.
+
+Shapes: windows x are float32 (N, T, C) — T time steps, C channels; labels y
+are int (N,) in {0, 1}; probabilities are float (N,) for the "fault" class.
+The model is a plain chain of layers (functional), so every helper here can
+walk `model.layers` in order.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Sequence
+
+import numpy as np
+
+from .tables import Table
+
+
+# ----------------------------------------------------------------------------- model
+def conv1d_bn_model(window_length: int, channels: int, *, filters: Sequence[int] = (8, 16, 16),
+                    kernel_size: int = 5, dense: int = 16, momentum: float = 0.9,
+                    learning_rate: float = 1e-3, name: str = "conv1d_bn"):
+    """Three Conv1D-BN-ReLU blocks (max-pool 2 after the first two), global average
+    pooling, Dense-BN-ReLU, and a sigmoid output. Compiled (Adam, binary cross-entropy).
+
+    Input (N, window_length, channels) -> probability of "fault" (N, 1).
+    Convolutions and the hidden Dense have no bias: the BN's beta replaces it.
+    """
+    import keras
+    from keras import layers
+    inputs = keras.Input(shape=(window_length, channels), name="window")
+    h = inputs
+    for i, f in enumerate(filters):
+        h = layers.Conv1D(f, kernel_size, padding="same", use_bias=False, name=f"conv{i}")(h)
+        h = layers.BatchNormalization(momentum=momentum, name=f"bn{i}")(h)
+        h = layers.ReLU(name=f"relu{i}")(h)
+        if i < 2:
+            h = layers.MaxPooling1D(2, name=f"pool{i}")(h)
+    h = layers.GlobalAveragePooling1D(name="average_over_time")(h)
+    h = layers.Dense(dense, use_bias=False, name="dense")(h)
+    h = layers.BatchNormalization(momentum=momentum, name="bn_dense")(h)
+    h = layers.ReLU(name="relu_dense")(h)
+    outputs = layers.Dense(1, activation="sigmoid", name="fault")(h)
+    model = keras.Model(inputs, outputs, name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def train_tracked(data, *, momentum: float, epochs: int, batch_size: int, seed: int, desc: str | None = None):
+    """Build conv1d_bn_model(momentum) from `seed` and fit it on data.x_train/y_train.
+
+    data: a helpers.timeseries.Windows. Re-seeding first gives every call the same
+    initial weights and batch order, so two momenta differ only in their moving
+    statistics. Returns (model, curves): curves holds the per-epoch lists of
+    ModeAccuracy plus "fit_accuracy" (what fit logs, training mode) and "seconds".
+    """
+    import keras
+    from .training import train
+    keras.utils.set_random_seed(seed)
+    model = conv1d_bn_model(data.window_length, data.channels, momentum=momentum)
+    tracker = ModeAccuracy(data.x_train, data.y_train, data.x_test, data.y_test, batch_size)
+    hist = train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
+                 desc=desc or f"BN momentum {momentum}", callbacks=[tracker.callback()])
+    curves = dict(tracker.curves, fit_accuracy=hist.metrics["accuracy"], seconds=hist.seconds)
+    return model, curves
+
+
+class ModeAccuracy:
+    """A Keras callback factory: after every epoch, the test accuracy in inference
+    mode and in training mode (batches of `batch_size`), and the inference-mode
+    accuracy on the training windows (what model.evaluate would report).
+
+    Use `.callback()` in fit; read `.curves` (name -> list per epoch) afterwards.
+    """
+
+    def __init__(self, x_train, y_train, x_test, y_test, batch_size: int):
+        self.data = (x_train, y_train, x_test, y_test)
+        self.batch_size = batch_size
+        self.curves = {"test_inference": [], "test_training_mode": [], "train_inference": []}
+
+    def callback(self):
+        import keras
+        owner = self
+
+        class _Curves(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                x_tr, y_tr, x_te, y_te = owner.data
+                owner.curves["test_inference"].append(accuracy(self.model, x_te, y_te, batch_size=512))
+                owner.curves["test_training_mode"].append(
+                    accuracy(self.model, x_te, y_te, training=True, batch_size=owner.batch_size))
+                owner.curves["train_inference"].append(accuracy(self.model, x_tr, y_tr, batch_size=512))
+
+        return _Curves()
+
+
+# ----------------------------------------------------------------------------- calling it
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def compiled_call(model, training: bool):
+    """model(x, training=training) wrapped in a tf.function for any batch size
+    (traced once per model and mode; kept while the model lives)."""
+    import tensorflow as tf
+    fns = _COMPILED.setdefault(model, {})
+    if training not in fns:
+        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+        fns[training] = tf.function(lambda x: model(x, training=training), input_signature=[spec])
+    return fns[training]
+
+
+def probabilities(model, x: np.ndarray, *, training: bool = False, batch_size: int = 512) -> np.ndarray:
+    """P(fault) for each window, (N,), calling model(batch, training=...) on consecutive
+    batches of `batch_size` (through compiled_call, so batches of 1 are cheap).
+    In training mode BN uses each batch's own statistics, so the result depends
+    on batch_size; no moving statistic is updated here.
+    """
+    fn = compiled_call(model, training)
+    x = np.asarray(x, np.float32)
+    outs = [fn(x[i:i + batch_size]).numpy().reshape(-1) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs)
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray, *, training: bool = False, batch_size: int = 512) -> float:
+    """Fraction of windows with (P(fault) > 0.5) == label."""
+    p = probabilities(model, x, training=training, batch_size=batch_size)
+    return float(np.mean((p > 0.5) == (np.asarray(y).reshape(-1) == 1)))
+
+
+def layer_output(model, layer_name: str, x: np.ndarray, *, training: bool) -> np.ndarray:
+    """The output of one named layer for inputs x (one call, x is one batch):
+    (N, ...) as the layer emits it — (N, T', F) for a conv BN, (N, F) for a dense BN."""
+    import keras
+    probe = keras.Model(model.inputs, model.get_layer(layer_name).output)
+    return np.asarray(probe(np.asarray(x, np.float32), training=training))
+
+
+def layer_input(model, layer_name: str, x: np.ndarray) -> np.ndarray:
+    """The input of one named layer in inference mode: (N, ...)."""
+    import keras
+    probe = keras.Model(model.inputs, model.get_layer(layer_name).input)
+    return np.asarray(probe(np.asarray(x, np.float32), training=False))
+
+
+def batch_of_one_bn_outputs(model, layer_name: str, windows: np.ndarray) -> np.ndarray:
+    """BN layer `layer_name` in training mode, each window fed alone (batch of 1).
+
+    windows (K, T, C) -> (K, ...) stacked outputs of the K separate calls.
+    """
+    return np.concatenate([layer_output(model, layer_name, w[None], training=True) for w in windows])
+
+
+# ----------------------------------------------------------------------------- variants
+def _chain(model, keep) -> "object":
+    import keras
+    inputs = keras.Input(shape=model.input_shape[1:], name="window")
+    h = inputs
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer) or not keep(layer):
+            continue
+        h = layer(h)
+    return keras.Model(inputs, h, name=f"{model.name}_variant")
+
+
+def without_batchnorm(model):
+    """The same trained layers (shared weights) with every BatchNormalization skipped.
+
+    This is "BN is simply not used at test time" taken literally.
+    """
+    import keras
+    return _chain(model, lambda layer: not isinstance(layer, keras.layers.BatchNormalization))
+
+
+def fold_batchnorm(model):
+    """A copy where each BN (inference mode) is folded into the Conv1D/Dense before it.
+
+    BN(z) = gamma (z - mean) / sqrt(var + eps) + beta with z = x W (+ b) is again
+    linear: W' = W * s, b' = (b - mean) * s + beta, with s = gamma / sqrt(var + eps)
+    per output channel. The returned model has no BN layer and the same outputs
+    (up to float32 rounding). Only Conv1D/Dense -> BN pairs are folded.
+    """
+    import keras
+    layers_in = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    inputs = keras.Input(shape=model.input_shape[1:], name="window")
+    h = inputs
+    i = 0
+    while i < len(layers_in):
+        layer = layers_in[i]
+        nxt = layers_in[i + 1] if i + 1 < len(layers_in) else None
+        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Dense)) and isinstance(
+                nxt, keras.layers.BatchNormalization):
+            weights = layer.get_weights()
+            kernel = weights[0].astype(np.float64)
+            bias = weights[1].astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[-1])
+            gamma = np.asarray(nxt.gamma, np.float64) if nxt.scale else 1.0
+            beta = np.asarray(nxt.beta, np.float64) if nxt.center else 0.0
+            mean = np.asarray(nxt.moving_mean, np.float64)
+            var = np.asarray(nxt.moving_variance, np.float64)
+            scale = gamma / np.sqrt(var + nxt.epsilon)
+            config = layer.get_config()
+            config.update(use_bias=True, name=f"{layer.name}_folded")
+            folded = type(layer).from_config(config)
+            h = folded(h)
+            folded.set_weights([(kernel * scale).astype(np.float32),
+                                ((bias - mean) * scale + beta).astype(np.float32)])
+            i += 2
+            continue
+        h = layer(h)
+        i += 1
+    return keras.Model(inputs, h, name=f"{model.name}_folded")
+
+
+def count_batchnorm(model) -> int:
+    import keras
+    return sum(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
+
+
+def set_bn_trainable(model, trainable: bool, names: Sequence[str] | None = None) -> list[str]:
+    """Set `trainable` on the model's BN layers (all, or those named); returns the names changed."""
+    import keras
+    changed = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and (names is None or layer.name in names):
+            layer.trainable = trainable
+            changed.append(layer.name)
+    return changed
+
+
+def copy_model(model, *, bn_trainable: bool = True):
+    """An independent copy (same architecture and weights, moving statistics included),
+    its BN layers set to `bn_trainable`, compiled like conv1d_bn_model."""
+    import keras
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    set_bn_trainable(clone, bn_trainable)
+    clone.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    return clone
+
+
+def moving_statistics_change(before: list, after: list) -> float:
+    """Largest |change| of any moving mean/variance between two moving_statistics() snapshots."""
+    return float(max(np.max(np.abs(a - b)) for pa, pb in zip(before, after) for a, b in zip(pa, pb)))
+
+
+def subclassed_chain(model, *, bn_training: bool | None = None):
+    """A subclassed keras.Model applying the trained model's layers in order (shared weights).
+
+    bn_training=None: the BN layers are called without a `training` argument, so
+    Keras passes on whatever the outer call received (model(x, training=...)).
+    bn_training=True/False: the BN layers are called with that value hard-coded,
+    overriding the outer call — a common bug in hand-written models.
+    """
+    import keras
+
+    class Chain(keras.Model):
+        def __init__(self, layers_, bn_flag):
+            super().__init__(name=f"subclassed_bn_{bn_flag}")
+            self.chain = layers_
+            self.bn_flag = bn_flag
+
+        def call(self, x):  # note: no `training` argument at all
+            for layer in self.chain:
+                if isinstance(layer, keras.layers.BatchNormalization) and self.bn_flag is not None:
+                    x = layer(x, training=self.bn_flag)
+                else:
+                    x = layer(x)
+            return x
+
+    chain = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    return Chain(chain, bn_training)
+
+
+# ----------------------------------------------------------------------------- deployment
+def streaming_predictor(model):
+    """A tf.function that maps one window (1, T, C) to P(fault) (1, 1), BN in inference mode.
+
+    The input signature is fixed, so it is traced once and every call reuses the graph.
+    """
+    import tensorflow as tf
+    spec = tf.TensorSpec((1,) + tuple(model.input_shape[1:]), tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def predict_one(window):
+        return model(window, training=False)
+
+    return predict_one
+
+
+def stream_latency(predict_one, windows: np.ndarray, *, warmup: int = 5) -> dict:
+    """Feed windows (K, T, C) one at a time through predict_one, as a live stream would.
+
+    Returns probabilities (K,), seconds (K,) per window (including the hand-back
+    to NumPy), and median_ms / p95_ms.
+    """
+    import tensorflow as tf
+    windows = np.asarray(windows, np.float32)
+    for w in windows[:warmup]:
+        predict_one(tf.constant(w[None])).numpy()
+    probs, seconds = [], []
+    for w in windows:
+        t0 = time.perf_counter()
+        p = predict_one(tf.constant(w[None])).numpy()
+        seconds.append(time.perf_counter() - t0)
+        probs.append(float(p.reshape(-1)[0]))
+    seconds = np.asarray(seconds)
+    return {"probabilities": np.asarray(probs), "seconds": seconds,
+            "median_ms": float(np.median(seconds) * 1e3), "p95_ms": float(np.percentile(seconds, 95) * 1e3)}
+
+
+def batched_ms_per_window(model, windows: np.ndarray, *, batch_size: int = 256, repeats: int = 3) -> float:
+    """Best-of-`repeats` milliseconds per window when windows (K, T, C) go through a
+    tf.function in batches of batch_size (throughput, not latency)."""
+    import tensorflow as tf
+    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    windows = np.asarray(windows, np.float32)
+    fn(tf.constant(windows[:batch_size])).numpy()  # trace
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(0, len(windows), batch_size):
+            fn(tf.constant(windows[i:i + batch_size])).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return float(best / len(windows) * 1e3)
+
+
+# ----------------------------------------------------------------------------- widget
+MODES = ("inference", "training")
+
+
+def batch_mates(n: int, window: int, batch_size: int, seed: int) -> np.ndarray:
+    """Indices of a batch of `batch_size` windows out of n: `window` first, then
+    batch_size - 1 others drawn without replacement (seeded by seed and window)."""
+    if not 0 <= window < n or not 1 <= batch_size <= n:
+        raise ValueError(f"need 0 <= window < {n} and 1 <= batch_size <= {n}")
+    rng = np.random.default_rng([seed, window])
+    others = rng.permutation(np.delete(np.arange(n), window))[:batch_size - 1]
+    return np.concatenate([[window], others]).astype(int)
+
+
+def window_in_batch(model, x: np.ndarray, y: np.ndarray, window: int, batch_size: int, mode: str,
+                    seed: int = 0) -> dict:
+    """Predict `window` together with batch_size - 1 batch-mates in the given BN mode.
+
+    x (N, T, C), y (N,). Returns {"probability": of the chosen window, "batch": the
+    batch's probabilities (batch_size,), "labels": (batch_size,), "rank": how many
+    batch-mates score below the window, "indices": (batch_size,)}.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    idx = batch_mates(len(x), window, batch_size, seed)
+    probs = compiled_call(model, mode == "training")(np.asarray(x[idx], np.float32)).numpy().reshape(-1)
+    return {"probability": float(probs[0]), "batch": probs, "labels": np.asarray(y)[idx],
+            "rank": int(np.sum(probs[1:] < probs[0])), "indices": idx}
+
+
+def plot_window_in_batch(model, x: np.ndarray, y: np.ndarray, window: int, batch_size: int, mode: str,
+                         seed: int = 0, reference: float | None = None):
+    """Draw where the chosen window's P(fault) sits among its batch-mates (one figure).
+
+    reference: the window's probability in inference mode, drawn as a dashed
+    line so a learner sees training mode move away from it.
+    Returns the window_in_batch() dict.
+    """
+    import matplotlib.pyplot as plt
+    from .plotting import figure
+    out = window_in_batch(model, x, y, window, batch_size, mode, seed)
+    label = "fault" if y[window] == 1 else "normal"
+    fig, ax = figure(finding=f"window {window} ({label}): P(fault) = {out['probability']:.3f} "
+                             f"in {mode} mode, batch of {batch_size}", height=2.6)
+    mates, mate_labels = out["batch"][1:], out["labels"][1:]
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, size=len(mates))
+    for cls, colour, name in ((0, "tab:blue", "normal batch-mates"), (1, "tab:red", "fault batch-mates")):
+        sel = mate_labels == cls
+        if sel.any():
+            ax.scatter(mates[sel], jitter[sel], s=14, alpha=0.6, color=colour, label=name)
+    ax.scatter([out["probability"]], [0], marker="*", s=320, color="black", zorder=5,
+               label=f"window {window}: above {out['rank']} of {len(mates)} mates")
+    if reference is not None:
+        ax.axvline(reference, ls="--", color="grey", lw=1, label=f"inference-mode value {reference:.3f}")
+    ax.axvline(0.5, color="k", lw=0.6)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.6, 0.6)
+    ax.set_yticks([])
+    ax.set_xlabel("P(fault) predicted for each window in the batch (probability)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2, fontsize=8)
+    plt.show()
+    return out
+
+
+def accuracy_table(rows: Sequence[tuple[str, str, float]], title: str) -> Table:
+    """A Table of (how the model is called, what BN does, test accuracy)."""
+    return Table(["how the model is called", "what BN does", "test accuracy"], [list(r) for r in rows],
+                 title=title, highlight=[0])

@@ -1,0 +1,538 @@
+"""Synchronous data parallelism on logical CPU devices (lesson 05).
+
+What lives here:
+  * ChildInterpreter / run_in_child: a fresh Python interpreter per replica
+    count, because TensorFlow allows one MirroredStrategy size per process
+    (a second size fails with a collective group-size error).
+  * strategy_for(k): the process's one MirroredStrategy over /cpu:0..k-1 (the
+    default, single-device strategy for k = 1). On a machine with GPUs,
+    MirroredStrategy() without a device list picks them up; nothing else changes.
+  * Jobs that run inside a child (module-level, picklable arguments, numpy
+    results): fit_weights, sum_vs_mean_weights, clip_after_aggregation_weights,
+    train_for_accuracy.
+  * run_multiworker: two (or more) worker processes on 127.0.0.1 forming a
+    MultiWorkerMirroredStrategy cluster through TF_CONFIG, always cleaned up.
+  * step_time_model: t(k) = compute/k + ring all-reduce time.
+
+Weights travel as lists of numpy arrays (model.get_weights() order).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# --------------------------------------------------------------------------- child interpreters
+
+
+def _child_init(logical_devices: int) -> None:
+    """Runs first in a fresh interpreter: quiet TF, create the logical devices."""
+    from .environment import configure_logical_devices, quiet_tensorflow
+    quiet_tensorflow()
+    if logical_devices:
+        configure_logical_devices(logical_devices)
+
+
+class ChildInterpreter:
+    """A fresh Python interpreter (spawned, not forked) that runs module-level functions.
+
+    Use one per MirroredStrategy size; it stays alive between calls, so TensorFlow
+    is imported once. Always closed (and killed if stuck) by `close()` / `with`.
+
+        with ChildInterpreter(logical_devices=4) as child:
+            result = child.call(fit_weights, replicas=4, ...)
+    """
+
+    def __init__(self, logical_devices: int, timeout: float = 300.0):
+        self.logical_devices = logical_devices
+        self.timeout = timeout
+        self._pool = cf.ProcessPoolExecutor(
+            max_workers=1, mp_context=mp.get_context("spawn"),
+            initializer=_child_init, initargs=(logical_devices,))
+
+    def call(self, fn: Callable, *args, **kwargs) -> Any:
+        """fn(*args, **kwargs) in the child; its (picklable) result, or its exception re-raised."""
+        future = self._pool.submit(fn, *args, **kwargs)
+        try:
+            return future.result(timeout=self.timeout)
+        except cf.TimeoutError:
+            self.close(kill=True)
+            raise TimeoutError(f"{fn.__name__} did not finish within {self.timeout:.0f} s in the child")
+
+    def close(self, kill: bool = False) -> None:
+        if self._pool is None:
+            return
+        procs = list(getattr(self._pool, "_processes", {}).values())
+        if kill:
+            for p in procs:
+                p.kill()
+        self._pool.shutdown(wait=not kill, cancel_futures=True)
+        self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(kill=exc_type is not None)
+
+
+def run_in_child(fn: Callable, *args, logical_devices: int, timeout: float = 300.0, **kwargs) -> Any:
+    """fn(*args, **kwargs) in a fresh interpreter with `logical_devices` CPU devices."""
+    with ChildInterpreter(logical_devices, timeout) as child:
+        return child.call(fn, *args, **kwargs)
+
+
+class ReplicaPool:
+    """One child interpreter per replica count > 1; replica count 1 runs in this process.
+
+        pool = ReplicaPool([1, 2, 4], logical_devices=4)
+        pool.call(2, fit_weights, ...)   # runs with a 2-replica MirroredStrategy
+        pool.close()
+    """
+
+    def __init__(self, replica_counts: Sequence[int], logical_devices: int, timeout: float = 300.0):
+        self.counts = sorted(set(int(k) for k in replica_counts))
+        self.logical_devices = logical_devices
+        self.timeout = timeout
+        self._children: dict[int, ChildInterpreter] = {}
+
+    def call(self, replicas: int, fn: Callable, **kwargs) -> Any:
+        if replicas == 1:
+            return fn(replicas=1, **kwargs)
+        if replicas not in self._children:
+            self._children[replicas] = ChildInterpreter(self.logical_devices, self.timeout)
+        return self._children[replicas].call(fn, replicas=replicas, **kwargs)
+
+    def close(self) -> None:
+        for child in self._children.values():
+            child.close()
+        self._children.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+
+
+# --------------------------------------------------------------------------- strategies and models
+
+_STRATEGY = None
+
+
+def strategy_for(replicas: int):
+    """This process's strategy: default (one device) for 1, else MirroredStrategy over /cpu:0..k-1.
+
+    Only one MirroredStrategy size may exist per process; asking for a second
+    size raises a clear error here instead of a collective group-size error later.
+    """
+    global _STRATEGY
+    import tensorflow as tf
+    if replicas == 1:
+        return tf.distribute.get_strategy()
+    if _STRATEGY is None:
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")][:replicas]
+        if len(devices) < replicas:
+            raise RuntimeError(f"{replicas} replicas need {replicas} logical CPU devices; "
+                               f"this process has {len(devices)}")
+        _STRATEGY = tf.distribute.MirroredStrategy(devices)
+    if _STRATEGY.num_replicas_in_sync != replicas:
+        raise RuntimeError(f"this process already holds a {_STRATEGY.num_replicas_in_sync}-replica "
+                           f"MirroredStrategy; run {replicas} replicas in another ChildInterpreter")
+    return _STRATEGY
+
+
+def build_model(kind: str = "mlp", *, hidden: int = 64, seed: int = 0, synchronized: bool = False):
+    """A small classifier on flat digits, (N, 64) -> (N, 10) probabilities.
+
+    kind: "mlp" (Dense-ReLU-Dense, no BN, no dropout: exact equivalence holds)
+          "mlp_bn" (Dense-BN-ReLU-Dense; synchronized=True for cross-replica BN)
+    """
+    import keras
+    from keras import layers
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(64,))
+    if kind == "mlp":
+        h = layers.Dense(hidden, activation="relu", name="hidden")(inputs)
+    elif kind == "mlp_bn":
+        h = layers.Dense(hidden, use_bias=False, name="hidden")(inputs)
+        h = layers.BatchNormalization(momentum=0.9, synchronized=synchronized, name="bn")(h)
+        h = layers.ReLU()(h)
+    else:
+        raise ValueError(f"kind must be 'mlp' or 'mlp_bn', got {kind!r}")
+    outputs = layers.Dense(10, activation="softmax", name="classifier")(h)
+    return keras.Model(inputs, outputs, name=kind)
+
+
+def initial_weights(kind: str = "mlp", seed: int = 0, hidden: int = 64) -> list[np.ndarray]:
+    """The starting weights every run of a comparison shares (built on one device)."""
+    return [np.asarray(w) for w in build_model(kind, hidden=hidden, seed=seed).get_weights()]
+
+
+def batches_dataset(x: np.ndarray, y: np.ndarray, sizes: Sequence[int]):
+    """A tf.data.Dataset of consecutive batches of the given sizes, in order (no shuffle).
+
+    x (N, 64), y (N,); sum(sizes) <= N. Batches may differ in size (e.g. 64 then 63).
+    """
+    import tensorflow as tf
+    ds, start = None, 0
+    for s in sizes:
+        part = tf.data.Dataset.from_tensor_slices((x[start:start + s], y[start:start + s])).batch(s)
+        ds = part if ds is None else ds.concatenate(part)
+        start += s
+    return ds
+
+
+def max_abs_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    """Largest absolute difference over two lists of same-shaped arrays."""
+    return float(max(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))) for u, v in zip(a, b)))
+
+
+def update_norm(before: Sequence[np.ndarray], after: Sequence[np.ndarray]) -> float:
+    """Global L2 norm of the weight change after - before."""
+    return float(np.sqrt(sum(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+                             for a, b in zip(after, before))))
+
+
+# --------------------------------------------------------------------------- jobs (run in a child)
+
+
+def fit_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, sizes: Sequence[int],
+                learning_rate: float, kind: str = "mlp", synchronized: bool = False, epochs: int = 1,
+                optimizer_kwargs: dict | None = None, hidden: int = 64) -> dict:
+    """model.fit with plain SGD on batches of `sizes` (global batch sizes) under `replicas` replicas.
+
+    Returns {"weights": list of arrays, "loss": per-epoch reported losses,
+             "moving_mean": BN moving mean as read from the variable (or None)}.
+    """
+    import keras
+    strategy = strategy_for(replicas)
+    with strategy.scope():
+        model = build_model(kind, hidden=hidden, synchronized=synchronized)
+        model.set_weights(weights)
+        opt = keras.optimizers.SGD(learning_rate, **(optimizer_kwargs or {}))
+        model.compile(opt, "sparse_categorical_crossentropy")
+    hist = model.fit(batches_dataset(x, y, sizes), epochs=epochs, verbose=0)
+    moving = None
+    if kind == "mlp_bn":
+        moving = np.asarray(model.get_layer("bn").moving_mean)
+    return {"weights": [np.asarray(w) for w in model.get_weights()], "loss": hist.history["loss"],
+            "moving_mean": moving}
+
+
+def _gradients_fn(model, strategy, scale_by_replicas: bool):
+    """Per-replica gradient function: mean loss over the replica's batch (/k if scaled)."""
+    import keras
+    import tensorflow as tf
+
+    def replica_fn(xb, yb):
+        with tf.GradientTape() as tape:
+            probs = model(xb, training=True)
+            loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(yb, probs))
+            if scale_by_replicas:
+                loss = loss / strategy.num_replicas_in_sync
+        return tape.gradient(loss, model.trainable_weights)
+
+    return replica_fn
+
+
+def sum_vs_mean_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray,
+                        learning_rate: float, hidden: int = 64) -> dict:
+    """One SGD step on the global batch (x, y), split over `replicas`, two ways.
+
+    "summed": each replica's mean-loss gradient, summed across replicas, step η.
+    "averaged_scaled": the same gradients averaged (loss / k), step k·η.
+    Returns both weight lists.
+    """
+    import keras
+    import tensorflow as tf
+    strategy = strategy_for(replicas)
+    out = {}
+    for name, scaled, lr in (("summed", False, learning_rate),
+                             ("averaged_scaled", True, learning_rate * replicas)):
+        with strategy.scope():
+            model = build_model("mlp", hidden=hidden)
+            model.set_weights(weights)
+            opt = keras.optimizers.SGD(lr)
+            opt.build(model.trainable_weights)
+        replica_fn = _gradients_fn(model, strategy, scale_by_replicas=scaled)
+
+        @tf.function
+        def step(xb, yb):
+            per_replica = strategy.run(replica_fn, args=(xb, yb))
+            grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_replica]
+            opt.apply_gradients(zip(grads, model.trainable_weights))
+
+        dist = strategy.experimental_distribute_dataset(batches_dataset(x, y, [len(x)]))
+        for xb, yb in dist:
+            step(xb, yb)
+        out[name] = [np.asarray(w) for w in model.get_weights()]
+    return out
+
+
+def clip_after_aggregation_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray,
+                                   sizes: Sequence[int], learning_rate: float, clip: float,
+                                   hidden: int = 64) -> dict:
+    """SGD steps that clip the *all-reduced* gradient to global norm `clip` (the fix).
+
+    Per replica: gradient of (mean loss / k); SUM across replicas = the global
+    mean gradient; clip that by global norm; apply in cross-replica context (so
+    the optimizer does not all-reduce a second time). Returns {"weights": ...}.
+    """
+    import keras
+    import tensorflow as tf
+    strategy = strategy_for(replicas)
+    with strategy.scope():
+        model = build_model("mlp", hidden=hidden)
+        model.set_weights(weights)
+        opt = keras.optimizers.SGD(learning_rate)
+        opt.build(model.trainable_weights)
+    replica_fn = _gradients_fn(model, strategy, scale_by_replicas=True)
+
+    @tf.function
+    def step(xb, yb):
+        per_replica = strategy.run(replica_fn, args=(xb, yb))
+        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_replica]
+        grads, _ = tf.clip_by_global_norm(grads, clip)
+        opt.apply_gradients(zip(grads, model.trainable_weights))
+
+    for xb, yb in strategy.experimental_distribute_dataset(batches_dataset(x, y, sizes)):
+        step(xb, yb)
+    return {"weights": [np.asarray(w) for w in model.get_weights()]}
+
+
+def warmup_schedule(base_lr: float, peak_lr: float, warmup_steps: int):
+    """Linear warm-up from base_lr to peak_lr over warmup_steps optimizer steps, then constant.
+
+    (Goyal et al. 2017: gradual warm-up from η to kη over the first epochs.)
+    """
+    import keras
+
+    class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = keras.ops.cast(step, "float32")
+            if warmup_steps <= 0:
+                return keras.ops.cast(peak_lr, "float32")
+            frac = keras.ops.minimum(step / float(warmup_steps), 1.0)
+            return base_lr + (peak_lr - base_lr) * frac
+
+        def get_config(self):
+            return {"base_lr": base_lr, "peak_lr": peak_lr, "warmup_steps": warmup_steps}
+
+    return LinearWarmup()
+
+
+def train_for_accuracy(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
+                       y_test: np.ndarray, per_replica_batch: int, epochs: int, base_learning_rate: float,
+                       lr_scale: float = 1.0, warmup_epochs: int = 0, seed: int = 0, hidden: int = 64) -> dict:
+    """Train the MLP with model.fit under `replicas` replicas; test accuracy after every epoch.
+
+    Global batch = replicas * per_replica_batch; the peak learning rate is
+    lr_scale * base_learning_rate, reached by linear warm-up over warmup_epochs.
+    The data order is drawn from `seed` (the same for every replica count) and the
+    last partial global batch is dropped, so every replica gets a full share.
+    Returns per-epoch lists ("test_accuracy", "reported_loss", "steps") and, after
+    training, "train_loss"/"test_loss" evaluated on the full sets.
+    """
+    import keras
+    import tensorflow as tf
+    strategy = strategy_for(replicas)
+    global_batch = replicas * per_replica_batch
+    steps_per_epoch = len(x) // global_batch
+    with strategy.scope():
+        model = build_model("mlp", hidden=hidden)
+        model.set_weights(weights)
+        peak = lr_scale * base_learning_rate
+        lr = warmup_schedule(base_learning_rate, peak, warmup_epochs * steps_per_epoch) if warmup_epochs else peak
+        model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(x))[:steps_per_epoch * global_batch] for _ in range(epochs)])
+    ds = tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(global_batch)
+    accs, losses = [], []
+
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            accs.append(float(np.mean(np.argmax(self.model.predict_on_batch(x_test), 1) == y_test)))
+            losses.append(float(logs["loss"]))
+
+    start = time.perf_counter()
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=[Score()])
+    seconds = time.perf_counter() - start
+    ce = keras.losses.SparseCategoricalCrossentropy()
+    return {"replicas": replicas, "global_batch": global_batch, "steps_per_epoch": steps_per_epoch,
+            "test_accuracy": accs, "reported_loss": losses,
+            "steps": [steps_per_epoch * (e + 1) for e in range(epochs)],
+            "train_loss": float(ce(y, model.predict_on_batch(x))),
+            "test_loss": float(ce(y_test, model.predict_on_batch(x_test))), "seconds": seconds}
+
+
+def second_strategy_error(*, replicas: int) -> str:
+    """Try to train under a second MirroredStrategy size in this process; return the error text.
+
+    Used once, deliberately, to show the learner the error the child interpreters avoid.
+    """
+    import keras
+    import tensorflow as tf
+    strategy_for(replicas)  # this process's strategy
+    other = 2 if replicas != 2 else 1 + replicas
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:other]
+    s = tf.distribute.MirroredStrategy(devices)
+    with s.scope():
+        model = build_model("mlp")
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    x = np.zeros((other * 4, 64), np.float32)
+    try:
+        model.fit(x, np.zeros(len(x), np.int32), batch_size=len(x), epochs=1, verbose=0)
+    except Exception as err:  # noqa: BLE001 - the point is to show it
+        return f"{type(err).__name__}: " + " ".join(str(err).split())[:160]
+    return ""
+
+
+# --------------------------------------------------------------------------- multi-worker
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tf_config(ports: Sequence[int], index: int) -> str:
+    """The TF_CONFIG JSON for worker `index` of a loopback cluster."""
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def multiworker_job(*, weights: list, x: np.ndarray, y: np.ndarray, sizes: Sequence[int],
+                    learning_rate: float, try_fit: bool = True, hidden: int = 64) -> dict:
+    """Runs in each worker process (TF_CONFIG already set): custom loop, then model.fit.
+
+    Custom loop: strategy.experimental_distribute_dataset splits each global batch of
+    `sizes` across workers; strategy.run computes gradients; SGD applies the sum of
+    (mean loss / k) gradients. Returns {"weights", "fit_error", "workers"}.
+    """
+    import keras
+    import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        model = build_model("mlp", hidden=hidden)
+        model.set_weights(weights)
+        opt = keras.optimizers.SGD(learning_rate)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()  # divides by num_replicas_in_sync itself
+
+    def replica_fn(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_weights)
+        opt.apply_gradients(zip(grads, model.trainable_weights))  # sums across workers
+
+    @tf.function
+    def step(xb, yb):
+        strategy.run(replica_fn, args=(xb, yb))
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = batches_dataset(x, y, sizes).with_options(options)
+    for xb, yb in strategy.experimental_distribute_dataset(ds):
+        step(xb, yb)
+    result = {"weights": [np.asarray(w) for w in model.get_weights()], "fit_error": "",
+              "workers": strategy.num_replicas_in_sync}
+    if try_fit:
+        with strategy.scope():
+            fit_model = build_model("mlp", hidden=hidden)
+            fit_model.compile(keras.optimizers.SGD(learning_rate), "sparse_categorical_crossentropy")
+        try:
+            fit_model.fit(batches_dataset(x, y, sizes).with_options(options), epochs=1, verbose=0)
+        except Exception as err:  # noqa: BLE001 - the failure is what we report
+            result["fit_error"] = f"{type(err).__name__}: " + " ".join(str(err).split())[:200]
+    return result
+
+
+def _worker_main(job_path: str, result_path: str) -> None:
+    """Entry point of a worker process: load the job, run it, pickle the result."""
+    from .environment import quiet_tensorflow
+    quiet_tensorflow()
+    with open(job_path, "rb") as fh:
+        kwargs = pickle.load(fh)
+    result = multiworker_job(**kwargs)
+    with open(result_path, "wb") as fh:
+        pickle.dump(result, fh)
+    sys.stdout.flush()
+    os._exit(0)  # skip collective teardown, which can hang after the peer has gone
+
+
+def run_multiworker(*, workers: int = 2, timeout: float = 180.0, **job) -> list[dict]:
+    """Run multiworker_job(**job) as `workers` processes on 127.0.0.1; every worker's result.
+
+    Each worker gets TF_CONFIG naming the cluster (free loopback ports) and its
+    index. The processes run in their own process group and are killed (group
+    and all) on timeout, on error, or if this function is interrupted.
+    """
+    ports = [free_port() for _ in range(workers)]
+    procs, results = [], []
+    with tempfile.TemporaryDirectory(prefix="multiworker-") as tmp:
+        job_path = Path(tmp) / "job.pkl"
+        job_path.write_bytes(pickle.dumps(job))
+        try:
+            for i in range(workers):
+                env = dict(os.environ, TF_CONFIG=tf_config(ports, i), TF_CPP_MIN_LOG_LEVEL="2",
+                           CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO_ROOT))
+                code = (f"from helpers.distributed import _worker_main; "
+                        f"_worker_main({str(job_path)!r}, {str(Path(tmp) / f'result{i}.pkl')!r})")
+                procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT),
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+            deadline = time.monotonic() + timeout
+            for i, p in enumerate(procs):
+                try:
+                    out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise TimeoutError(f"worker {i} did not finish within {timeout:.0f} s")
+                if p.returncode != 0:
+                    tail = out.decode(errors="replace")[-1500:]
+                    raise RuntimeError(f"worker {i} exited with code {p.returncode}:\n{tail}")
+                results.append(pickle.loads((Path(tmp) / f"result{i}.pkl").read_bytes()))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    p.wait()
+    return results
+
+
+# --------------------------------------------------------------------------- step-time model
+
+
+def ring_allreduce_seconds(n_bytes: float, replicas: np.ndarray, bandwidth_bytes_per_s: float,
+                           latency_s: float = 0.0) -> np.ndarray:
+    """Time of a ring all-reduce of n_bytes over k replicas: 2(k-1)/k · bytes/bandwidth + 2(k-1)·latency.
+
+    replicas: array of k (shape (K,)); returns seconds, shape (K,). Zero at k = 1.
+    """
+    k = np.asarray(replicas, dtype=float)
+    return 2 * (k - 1) / k * n_bytes / bandwidth_bytes_per_s + 2 * (k - 1) * latency_s
+
+
+def step_time_model(compute_s: float, n_bytes: float, replicas: np.ndarray, bandwidth_bytes_per_s: float,
+                    latency_s: float = 0.0) -> np.ndarray:
+    """Seconds per step of a fixed global batch on k replicas: compute/k + all-reduce(bytes). Shape (K,)."""
+    k = np.asarray(replicas, dtype=float)
+    return compute_s / k + ring_allreduce_seconds(n_bytes, k, bandwidth_bytes_per_s, latency_s)

@@ -1,0 +1,178 @@
+"""Mini-batch gradient noise on a model small enough to do exactly in NumPy:
+softmax regression (multinomial logistic regression) on the flattened digits.
+
+Shapes: X (N, D) features, y (N,) integer labels, W (D, K), b (K,).
+A parameter vector theta is W and b flattened: (D*K + K,).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .batch_size import steps_per_epoch
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class SoftmaxRegression:
+    """W (D, K) and b (K,); float64 for exact gradient statistics."""
+    W: np.ndarray
+    b: np.ndarray
+
+    @classmethod
+    def init(cls, n_features: int, n_classes: int, rng: np.random.Generator, scale: float = 0.01):
+        return cls(rng.normal(0.0, scale, (n_features, n_classes)), np.zeros(n_classes))
+
+    def probabilities(self, X: np.ndarray) -> np.ndarray:
+        return softmax(X @ self.W + self.b)
+
+    def loss(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Mean cross-entropy over the examples."""
+        p = self.probabilities(X)
+        return float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+
+    def per_example_gradients(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Gradient of each example's loss w.r.t. (W, b): (N, D*K + K)."""
+        d = self.probabilities(X)
+        d[np.arange(len(y)), y] -= 1.0                        # dL/dz = p - onehot(y)
+        gW = (X[:, :, None] * d[:, None, :]).reshape(len(X), -1)  # outer product x_i d_i^T
+        return np.concatenate([gW, d], axis=1)
+
+    def gradient(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Mean gradient over the examples: (D*K + K,)."""
+        d = self.probabilities(X)
+        d[np.arange(len(y)), y] -= 1.0
+        return np.concatenate([(X.T @ d).ravel(), d.sum(axis=0)]) / len(X)
+
+    def step(self, grad: np.ndarray, learning_rate: float) -> None:
+        D, K = self.W.shape
+        self.W -= learning_rate * grad[:D * K].reshape(D, K)
+        self.b -= learning_rate * grad[D * K:]
+
+    def copy(self) -> "SoftmaxRegression":
+        return SoftmaxRegression(self.W.copy(), self.b.copy())
+
+
+def full_batch_descent(model: SoftmaxRegression, X, y, steps: int, learning_rate: float) -> list[float]:
+    """`steps` full-batch gradient steps in place; returns the loss before each step and after the last."""
+    losses = [model.loss(X, y)]
+    for _ in range(steps):
+        model.step(model.gradient(X, y), learning_rate)
+        losses.append(model.loss(X, y))
+    return losses
+
+
+@dataclass
+class GradientNoise:
+    """Mini-batch gradient noise measured at one parameter point.
+
+    batch_sizes (S,); variance (S,): mean over batches of |g_B - G|^2;
+    trace_sigma: tr(Σ) of the per-example gradients (divided by N - 1);
+    grad_norm_sq: |G|^2 of the full gradient; n: examples.
+    """
+    batch_sizes: np.ndarray
+    variance: np.ndarray
+    variance_stderr: np.ndarray
+    trace_sigma: float
+    grad_norm_sq: float
+    n: int
+
+    def theory(self, batch_sizes) -> np.ndarray:
+        """Variance of a mean of B draws without replacement: tr(Σ)/B · (N−B)/N."""
+        b = np.asarray(batch_sizes, dtype=float)
+        return self.trace_sigma / b * (self.n - b) / self.n
+
+    @property
+    def loglog_slope(self) -> float:
+        """Least-squares slope of log(variance) against log(B): −1 means variance ∝ 1/B."""
+        return float(np.polyfit(np.log(self.batch_sizes), np.log(self.variance), 1)[0])
+
+    @property
+    def noise_scale(self) -> float:
+        """McCandlish et al.'s simple noise scale B_simple = tr(Σ) / |G|^2, in examples."""
+        return self.trace_sigma / self.grad_norm_sq
+
+    @property
+    def noise_scale_from_batches(self) -> float:
+        """The same quantity estimated only from mini-batch variances (B·Var ≈ tr(Σ) for B ≪ N)."""
+        b = self.batch_sizes.astype(float)
+        trace = np.median(self.variance * b * self.n / (self.n - b))
+        return float(trace / self.grad_norm_sq)
+
+
+def measure_gradient_noise(model: SoftmaxRegression, X, y, batch_sizes, batches_per_size: int,
+                           rng: np.random.Generator) -> GradientNoise:
+    """Draw `batches_per_size` mini-batches (without replacement) per size and measure |g_B − G|²."""
+    per_example = model.per_example_gradients(X, y)           # (N, P)
+    full = per_example.mean(axis=0)
+    n = len(X)
+    trace_sigma = float(((per_example - full) ** 2).sum(axis=1).sum() / (n - 1))
+    variances, stderrs = [], []
+    for b in batch_sizes:
+        dev = np.empty(batches_per_size)
+        for i in range(batches_per_size):
+            idx = rng.choice(n, size=b, replace=False)
+            dev[i] = float(((per_example[idx].mean(axis=0) - full) ** 2).sum())
+        variances.append(dev.mean())
+        stderrs.append(dev.std(ddof=1) / math.sqrt(batches_per_size))
+    return GradientNoise(np.asarray(batch_sizes), np.asarray(variances), np.asarray(stderrs),
+                         trace_sigma, float(full @ full), n)
+
+
+def sgd_loss_curve(model: SoftmaxRegression, X, y, batch_size: int, learning_rate: float, epochs: int,
+                   rng: np.random.Generator, evals_per_epoch: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Mini-batch SGD in place; full training loss at `evals_per_epoch` points per epoch.
+
+    Returns (epochs_done (E,), loss (E,)), starting with the loss at epoch 0.
+    """
+    n = len(X)
+    steps = steps_per_epoch(n, batch_size)
+    eval_at = set(np.linspace(0, steps, evals_per_epoch + 1).astype(int)[1:])
+    xs, losses = [0.0], [model.loss(X, y)]
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        for s in range(steps):
+            idx = order[s * batch_size:(s + 1) * batch_size]
+            model.step(model.gradient(X[idx], y[idx]), learning_rate)
+            if s + 1 in eval_at:
+                loss = model.loss(X, y)
+                xs.append(epoch + (s + 1) / steps)
+                losses.append(loss if np.isfinite(loss) else np.nan)
+    return np.asarray(xs), np.asarray(losses)
+
+
+def loss_curve_grid(X, y, batch_sizes, learning_rates, epochs: int, seed: int,
+                    evals_per_epoch: int = 4) -> dict:
+    """SGD loss curves of softmax regression for every (batch size, learning rate).
+
+    Every run starts from the same initial weights (drawn from `seed`).
+    Returns {(B, lr): (epochs_done (E,), loss (E,))}.
+    """
+    from tqdm.auto import tqdm
+    init = SoftmaxRegression.init(X.shape[1], int(y.max()) + 1, np.random.default_rng(seed))
+    grid = {}
+    pairs = [(b, lr) for b in batch_sizes for lr in learning_rates]
+    for b, lr in tqdm(pairs, desc="SGD grid (NumPy)", unit="run"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            grid[(b, lr)] = sgd_loss_curve(init.copy(), X, y, b, lr, epochs,
+                                           np.random.default_rng(seed + 1), evals_per_epoch)
+    return grid
+
+
+def tf_gradient(model: SoftmaxRegression, X, y) -> np.ndarray:
+    """The same mean gradient computed by TensorFlow autodiff, for cross-checking (D*K + K,)."""
+    import tensorflow as tf
+    W = tf.Variable(model.W)
+    b = tf.Variable(model.b)
+    with tf.GradientTape() as tape:
+        logits = tf.constant(X) @ W + b
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y), logits))
+    gW, gb = tape.gradient(loss, [W, b])
+    return np.concatenate([gW.numpy().ravel(), gb.numpy()])

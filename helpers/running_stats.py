@@ -1,0 +1,334 @@
+"""BN running statistics: how Keras's moving averages warm up, what the smaller
+last batch of an epoch does to them, and what the train/validation gap of a BN
+network is made of (lesson 04).
+
+Shapes: images x are (N, 8, 8, 1) float32, labels y (N,) int. Statistics are
+per channel, (C,) arrays, one (mean, variance) pair per BatchNormalization
+layer in forward order (helpers.batchnorm.bn_layers).
+
+Note: in Keras 3 a BN layer called eagerly with training=True *updates* its
+moving statistics (not only inside fit). Functions here that run a model in
+training mode restore the statistics afterwards (`preserved_statistics`).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .batchnorm import batch_statistics, bn_layers, relative_error
+from .tables import Table
+
+
+# --- reading, saving and restoring the moving statistics -------------------------------------
+
+def snapshot_statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Copies of (moving_mean, moving_variance), (C,) each, for every BN layer."""
+    return [(np.array(l.moving_mean), np.array(l.moving_variance)) for l in bn_layers(model)]
+
+
+def assign_statistics(model, stats) -> None:
+    """Write [(mean, var)] (one (C,) pair per BN layer) into the model's moving statistics."""
+    for layer, (mean, var) in zip(bn_layers(model), stats):
+        layer.moving_mean.assign(np.asarray(mean, np.float32))
+        layer.moving_variance.assign(np.asarray(var, np.float32))
+
+
+@contextlib.contextmanager
+def preserved_statistics(model):
+    """Run a block that may change the moving statistics, then put them back."""
+    saved = snapshot_statistics(model)
+    try:
+        yield saved
+    finally:
+        assign_statistics(model, saved)
+
+
+def training_mode_accuracy(model, x, y, *, batch_size: int = 32) -> float:
+    """Accuracy with BN normalizing by each batch's own statistics (as `fit` reports it),
+    batches of `batch_size` in the given order; the moving statistics are left unchanged."""
+    with preserved_statistics(model):
+        correct = 0
+        for i in range(0, len(x), batch_size):
+            pred = np.asarray(model(x[i:i + batch_size], training=True))
+            correct += int(np.sum(np.argmax(pred, -1) == y[i:i + batch_size]))
+    return correct / len(x)
+
+
+# --- exact ("precise") statistics without touching the model ----------------------------------
+
+def bn_input_probe(model):
+    """A Keras model sharing `model`'s layers whose outputs are every BN layer's input."""
+    import keras
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, [l.input for l in bn_layers(model)])
+
+
+def exact_statistics(model, x, *, probe=None, batch_size: int = 1024) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The statistics precise BN would assign, computed without changing the model.
+
+    Layer by layer in forward order, inference mode, each layer's input computed
+    with the earlier layers already corrected; the unbiased variance (as
+    helpers.batchnorm.precise_bn). x: (N, ...) training inputs. Returns [(mean, var)].
+    """
+    probe = probe or bn_input_probe(model)
+    layers = bn_layers(model)
+    exact = []
+    with preserved_statistics(model):
+        for k, layer in enumerate(layers):
+            outs = []
+            for i in range(0, len(x), batch_size):
+                out = probe(x[i:i + batch_size], training=False)
+                outs.append(np.asarray(out[k] if isinstance(out, (list, tuple)) else out))
+            mean, var = batch_statistics(np.concatenate(outs), unbiased=True)
+            exact.append((mean, var))
+            layer.moving_mean.assign(mean.astype(np.float32))
+            layer.moving_variance.assign(var.astype(np.float32))
+    return exact
+
+
+def statistics_errors(stored, exact) -> dict:
+    """Errors of stored against exact statistics, averaged over the BN layers.
+
+    var_rel_error: mean |v - v*| / v*; mean_error_in_sd: mean |mu - mu*| / sqrt(v*).
+    Also per-layer lists under 'var_rel_error_per_layer'.
+    """
+    per_layer = [relative_error(v, ve) for (_, v), (_, ve) in zip(stored, exact)]
+    mean_sd = [float(np.mean(np.abs(m - me) / np.sqrt(np.maximum(ve, 1e-12))))
+               for (m, _), (me, ve) in zip(stored, exact)]
+    return {"var_rel_error": float(np.mean(per_layer)), "mean_error_in_sd": float(np.mean(mean_sd)),
+            "var_rel_error_per_layer": per_layer}
+
+
+# --- watching the moving averages during fit -------------------------------------------------
+
+def bn_kernels(model) -> np.ndarray:
+    """All kernels that feed a BN layer (conv/dense layers without bias), flattened into one (P,) vector."""
+    parts = [np.asarray(l.kernel).ravel() for l in model.layers
+             if hasattr(l, "kernel") and not getattr(l, "use_bias", True)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def kernel_norm(model) -> float:
+    """Euclidean norm of bn_kernels(model): the scale BN makes irrelevant to the output."""
+    return float(np.linalg.norm(bn_kernels(model)))
+
+
+def statistics_tracker(x_reference, *, every: int = 5):
+    """A Keras callback that, every `every` training steps, records the distance of the
+    moving statistics from the exact statistics of the current (fixed) weights on
+    x_reference (N, ...), and the kernel norm. Read `.records` (list of dicts) or `.table`.
+    """
+    import keras
+
+    class StatisticsTracker(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.records, self.step, self.probe, self.previous = [], 0, None, None
+
+        def _measure(self):
+            if self.probe is None:
+                self.probe = bn_input_probe(self.model)
+            exact = exact_statistics(self.model, x_reference, probe=self.probe)
+            err = statistics_errors(snapshot_statistics(self.model), exact)
+            w = bn_kernels(self.model)
+            change = (float(np.linalg.norm(w - self.previous) / np.linalg.norm(self.previous))
+                      if self.previous is not None else float("nan"))
+            self.previous = w
+            self.records.append({"step": self.step, "var_rel_error": err["var_rel_error"],
+                                 "mean_error_in_sd": err["mean_error_in_sd"],
+                                 "kernel_norm": float(np.linalg.norm(w)), "relative_change": change})
+
+        def on_train_begin(self, logs=None):
+            self._measure()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if self.step % every == 0:
+                self._measure()
+
+        def on_train_end(self, logs=None):
+            if self.records[-1]["step"] != self.step:
+                self._measure()
+
+        @property
+        def table(self) -> Table:
+            return Table.from_records(self.records)
+
+        def column(self, name: str) -> np.ndarray:
+            return np.array([r[name] for r in self.records])
+
+    return StatisticsTracker()
+
+
+# --- models for the regularization section ---------------------------------------------------
+
+def regularized_cnn(*, dropout: str = "none", rate: float = 0.5, l2: float = 0.0, momentum: float = 0.99,
+                    filters=(16, 32), dense: int = 64, name: str | None = None):
+    """helpers.models.small_cnn's architecture with optional dropout and L2.
+
+    dropout: "none"; "before" = Dropout on the flattened features, i.e. before the
+    Dense -> BN block (Li et al. 2019's disharmony); "after" = Dropout after the last
+    BN + ReLU, just before the classifier. l2: L2 factor on every kernel feeding a BN.
+    Input (N, 8, 8, 1) -> probabilities (N, 10). Uncompiled.
+    """
+    import keras
+    from keras import layers
+    if dropout not in ("none", "before", "after"):
+        raise ValueError(f"dropout must be 'none', 'before' or 'after', got {dropout!r}")
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    inputs = keras.Input(shape=(8, 8, 1))
+    h = inputs
+    for i, f in enumerate(filters):
+        h = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"conv{i}")(h)
+        h = layers.BatchNormalization(momentum=momentum, name=f"norm{i}")(h)
+        h = layers.ReLU()(h)
+        if i == 0:
+            h = layers.MaxPooling2D(2)(h)
+    h = layers.Flatten()(h)
+    if dropout == "before":
+        h = layers.Dropout(rate, name="dropout")(h)
+    h = layers.Dense(dense, use_bias=False, kernel_regularizer=reg, name="dense")(h)
+    h = layers.BatchNormalization(momentum=momentum, name="norm_dense")(h)
+    h = layers.ReLU()(h)
+    if dropout == "after":
+        h = layers.Dropout(rate, name="dropout")(h)
+    outputs = layers.Dense(10, activation="softmax", name="classifier")(h)
+    return keras.Model(inputs, outputs, name=name or f"cnn_dropout_{dropout}_l2_{l2:g}")
+
+
+def dropout_variance_shift(model, x, *, layer_name: str = "norm_dense", batch_size: int = 1024) -> dict:
+    """Variance of a BN layer's input with dropout active vs inactive, weights fixed.
+
+    Earlier BN layers run in inference mode in both passes (only dropout differs),
+    so the ratio isolates the shift dropout causes. x: (N, ...). Returns
+    train_var (C,), inference_var (C,), and ratio = mean over channels of train/inference.
+    """
+    import keras
+    layer = model.get_layer(layer_name)
+    inputs = model.inputs[0]
+    probe = keras.Model(inputs, layer.input)
+    drop = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+
+    def collect(dropout_on: bool) -> np.ndarray:
+        outs = []
+        for i in range(0, len(x), batch_size):
+            # Dropout follows `training`; BN layers are frozen (trainable=False => inference mode)
+            outs.append(np.asarray(probe(x[i:i + batch_size], training=dropout_on)))
+        return np.concatenate(outs)
+
+    frozen = [(l, l.trainable) for l in bn_layers(model)]
+    with preserved_statistics(model):
+        for l, _ in frozen:
+            l.trainable = False
+        try:
+            train_var = batch_statistics(collect(bool(drop)), unbiased=True)[1]
+            inference_var = batch_statistics(collect(False), unbiased=True)[1]
+        finally:
+            for l, t in frozen:
+                l.trainable = t
+    ratio = float(np.mean(train_var / np.maximum(inference_var, 1e-12)))
+    return {"train_var": train_var, "inference_var": inference_var, "ratio": ratio}
+
+
+# --- one update from the exact statistics: the error a small last batch adds ----------------
+
+def single_update_errors(model, x, *, batch_sizes, momentums, draws: int = 30, seed: int = 0) -> Table:
+    """Start every BN layer at its exact statistics, apply ONE Keras training-mode update
+    with a random batch of b samples of x at the given momentum, and measure the
+    relative error of the moving variance (mean over layers and `draws` batches).
+
+    x: (N, ...) training inputs. Returns a Table with columns momentum, batch size,
+    var_rel_error, var_rel_error_sd (spread over draws). The model is left unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    layers = bn_layers(model)
+    exact = exact_statistics(model, x)
+    rows = []
+    with preserved_statistics(model):
+        old_momentum = [l.momentum for l in layers]
+        try:
+            for momentum in momentums:
+                for l in layers:
+                    l.momentum = float(momentum)
+                for b in batch_sizes:
+                    errs = []
+                    for _ in range(draws):
+                        assign_statistics(model, exact)
+                        idx = rng.choice(len(x), size=int(b), replace=False)
+                        model(x[idx], training=True)  # Keras 3: this call updates the moving statistics
+                        errs.append(statistics_errors(snapshot_statistics(model), exact)["var_rel_error"])
+                    rows.append([float(momentum), int(b), float(np.mean(errs)), float(np.std(errs))])
+        finally:
+            for l, m in zip(layers, old_momentum):
+                l.momentum = m
+    return Table(["momentum", "batch size", "var_rel_error", "var_rel_error_sd"], rows)
+
+
+# --- NumPy simulation of the moving variance (for the widget) -------------------------------
+
+@dataclass
+class Simulation:
+    """Relative error of a simulated moving variance after every step.
+
+    error: (steps,) mean over channels of |v - v*| / v*; last_steps: indices of
+    the steps that used the smaller last batch.
+    """
+    error: np.ndarray
+    last_steps: np.ndarray
+    steps_per_epoch: int
+    extra: dict = field(default_factory=dict)
+
+
+def simulate_running_variance(*, momentum: float, batch_size: int, last_batch: int, full_batches: int = 44,
+                              epochs: int = 3, channels: int = 64, true_variance: float = 0.05,
+                              initial_variance: float = 1.0, samples_per_channel: int = 1,
+                              seed: int = 0) -> Simulation:
+    """Keras's moving-variance update replayed in NumPy on Gaussian channels.
+
+    Every epoch has `full_batches` batches of `batch_size` and then, unless
+    last_batch == 0 (dropped), one batch of `last_batch` samples. Each sample
+    contributes `samples_per_channel` values per channel (64 for an 8x8 conv
+    map, 1 for a dense layer). The batch statistic is the biased variance, as
+    Keras stores it; the moving variance starts at `initial_variance` (Keras: 1).
+    """
+    rng = np.random.default_rng(seed)
+    sizes = [batch_size] * full_batches + ([last_batch] if last_batch > 0 else [])
+    steps = sizes * epochs
+    moving = np.full(channels, float(initial_variance))
+    error = np.empty(len(steps))
+    for t, b in enumerate(steps):
+        # biased variance of b * samples_per_channel Gaussian values: sigma^2 * chi2(n-1) / n
+        n = b * samples_per_channel
+        batch_var = true_variance * rng.chisquare(n - 1, size=channels) / n if n > 1 else np.zeros(channels)
+        moving = momentum * moving + (1.0 - momentum) * batch_var
+        error[t] = np.mean(np.abs(moving - true_variance)) / true_variance
+    last_steps = np.arange(len(sizes) - 1, len(steps), len(sizes)) if last_batch > 0 else np.array([], int)
+    return Simulation(error=error, last_steps=last_steps, steps_per_epoch=len(sizes))
+
+
+def plot_simulated_error(momentum: float = 0.99, last_batch: int = 1, batch_size: int = 32, epochs: int = 3,
+                         full_batches: int = 44, seed: int = 0):
+    """Widget body: simulated moving-variance error over steps, last batch kept vs dropped.
+
+    Draws one figure (a dense-layer channel: one value per sample) and returns nothing.
+    """
+    from .plotting import figure
+    kept = simulate_running_variance(momentum=momentum, batch_size=batch_size, last_batch=last_batch,
+                                     full_batches=full_batches, epochs=epochs, seed=seed)
+    dropped = simulate_running_variance(momentum=momentum, batch_size=batch_size, last_batch=0,
+                                        full_batches=full_batches, epochs=epochs, seed=seed)
+    title = (f"momentum {momentum:g}, last batch {last_batch}: final error {kept.error[-1]:.3f} kept "
+             f"vs {dropped.error[-1]:.3f} dropped")
+    fig, ax = figure(finding=title)
+    ax.plot(np.arange(1, len(kept.error) + 1), kept.error, label=f"last batch of {last_batch} kept")
+    ax.plot(np.arange(1, len(dropped.error) + 1), dropped.error, "--", label="last batch dropped")
+    if len(kept.last_steps):
+        ax.plot(kept.last_steps + 1, kept.error[kept.last_steps], "o", color="C3", label="after a last-batch update")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("moving variance: relative error")
+    ax.legend()
+    import matplotlib.pyplot as plt
+    plt.show()

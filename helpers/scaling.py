@@ -1,0 +1,206 @@
+"""How far does a bigger global batch help? (lesson 05, sections 9-10)
+
+Softmax regression on flat digits, trained with plain mini-batch SGD written in
+NumPy: the same model as helpers.models.softmax_regression, but hundreds of runs
+take seconds, so the steps-to-target sweep runs live in the notebook.
+
+Shapes: x (N, 64) float, y (N,) int labels 0..9; weights W (65, 10) with the
+bias as the last row (inputs are augmented with a constant 1).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+NUM_CLASSES = 10
+RULES = ("fixed", "linear", "linear + warm-up", "sqrt")
+
+
+def augment(x: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, D+1) with a trailing column of ones (the bias input)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    return np.hstack([x, np.ones((len(x), 1))])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def mean_gradient(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Gradient of the mean cross-entropy over (xa (B, 65), y (B,)) w.r.t. W (65, 10)."""
+    p = softmax(xa @ W)
+    p[np.arange(len(y)), y] -= 1.0
+    return xa.T @ p / len(y)
+
+
+def accuracy(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(xa @ W, axis=1) == y))
+
+
+def gradient_noise_scale(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> dict:
+    """McCandlish et al.'s simple noise scale B_simple = tr(Σ) / |G|² at weights W.
+
+    Per-example gradients g_i = x_i ⊗ (p_i - e_{y_i}) (shape (65, 10) each) are
+    formed implicitly: |g_i|² = |x_i|² · |p_i - e_{y_i}|². G is their mean and
+    tr(Σ) = mean |g_i|² - |G|² (the per-example gradient covariance's trace).
+    Returns {"b_simple", "trace_cov", "grad_norm_sq"}.
+    """
+    p = softmax(xa @ W)
+    p[np.arange(len(y)), y] -= 1.0
+    per_example_sq = np.sum(xa ** 2, axis=1) * np.sum(p ** 2, axis=1)
+    G = xa.T @ p / len(y)
+    g2 = float(np.sum(G ** 2))
+    trace = float(np.mean(per_example_sq) - g2)
+    return {"b_simple": trace / g2, "trace_cov": trace, "grad_norm_sq": g2}
+
+
+def full_batch_weights(xa: np.ndarray, y: np.ndarray, steps: int = 50, learning_rate: float = 0.5) -> np.ndarray:
+    """W (65, 10) after `steps` full-batch gradient steps from zero (where lesson 01 measures noise)."""
+    W = np.zeros((xa.shape[1], NUM_CLASSES))
+    for _ in range(steps):
+        W -= learning_rate * mean_gradient(W, xa, y)
+    return W
+
+
+def steps_to_target(xa: np.ndarray, y: np.ndarray, xa_test: np.ndarray, y_test: np.ndarray, *, batch: int,
+                    learning_rates: Sequence[float], target: float, max_steps: int, seed: int) -> list:
+    """SGD from W = 0 at every learning rate at once (same batches for all rates).
+
+    Epochs are i.i.d. shuffles drawn from `seed`, cut into batches of `batch`
+    (last partial batch dropped). Returns, per learning rate, the first step
+    count after which test accuracy >= target, or None within max_steps.
+    """
+    rng = np.random.default_rng(seed)
+    lrs = np.asarray(learning_rates, float)[:, None, None]
+    W = np.zeros((len(lrs), xa.shape[1], NUM_CLASSES))
+    reached = [None] * len(lrs)
+    n = len(y)
+    per_epoch = max(n // batch, 1)
+    rows = np.arange(batch)
+    step = 0
+    while step < max_steps:
+        order = rng.permutation(n)
+        for i in range(per_epoch):
+            idx = order[i * batch:(i + 1) * batch]
+            xb = xa[idx]
+            p = softmax_lr(np.einsum("bd,ldc->lbc", xb, W))
+            p[:, rows[:len(idx)], y[idx]] -= 1.0
+            W -= lrs * np.einsum("bd,lbc->ldc", xb, p) / len(idx)
+            step += 1
+            acc = np.mean(np.argmax(np.einsum("nd,ldc->lnc", xa_test, W), axis=2) == y_test, axis=1)
+            for j in np.flatnonzero(acc >= target):
+                if reached[j] is None:
+                    reached[j] = step
+            if all(r is not None for r in reached) or step >= max_steps:
+                return reached
+    return reached
+
+
+def softmax_lr(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of (L, B, C) logits, with overflow guarded (diverged runs give NaN-free 0/1)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def steps_to_target_sweep(xa, y, xa_test, y_test, *, batches: Sequence[int], learning_rates: Sequence[float],
+                          target: float, max_steps: int, seed: int, progress: bool = True) -> list[dict]:
+    """For each batch size, steps to target at each learning rate; keeps the best.
+
+    Returns one record per batch: batch, best_lr, steps (None if no rate reached
+    the target), and steps_by_lr {lr: steps or None}.
+    """
+    from tqdm.auto import tqdm
+    rows = []
+    for b in tqdm(batches, desc="steps-to-target sweep", disable=not progress):
+        by_lr = dict(zip(learning_rates, steps_to_target(xa, y, xa_test, y_test, batch=b,
+                                                         learning_rates=learning_rates, target=target,
+                                                         max_steps=max_steps, seed=seed)))
+        reached = {lr: s for lr, s in by_lr.items() if s is not None}
+        best = min(reached, key=reached.get) if reached else None
+        rows.append({"batch": b, "best_lr": best, "steps": reached.get(best) if best else None,
+                     "steps_by_lr": by_lr})
+    return rows
+
+
+def fit_critical_batch(batches: Sequence[float], steps: Sequence[float]) -> dict:
+    """Fit S = S_min · (1 + B_noise / B) to measured (B, S) by least squares on relative error.
+
+    S = a + c/B is linear in (a, c); rows are divided by S so every point weighs
+    the same in relative terms. Returns {"s_min": a, "b_noise": c / a}.
+    """
+    B = np.asarray(batches, float)
+    S = np.asarray(steps, float)
+    A = np.stack([np.ones_like(B), 1.0 / B], axis=1) / S[:, None]
+    (a, c), *_ = np.linalg.lstsq(A, np.ones_like(S), rcond=None)
+    return {"s_min": float(a), "b_noise": float(c / a)}
+
+
+def predicted_steps(batches: Sequence[float], s_min: float, b_noise: float) -> np.ndarray:
+    """S(B) = S_min (1 + B_noise / B), shape like batches."""
+    return s_min * (1.0 + b_noise / np.asarray(batches, float))
+
+
+# --------------------------------------------------------------------------- learning-rate rules
+
+
+def learning_rate_at(step: int, *, rule: str, replicas: int, base_lr: float, warmup_steps: int) -> float:
+    """The learning rate at optimizer step `step` under a scaling rule.
+
+    fixed: base_lr whatever the replicas; linear: replicas · base_lr (Goyal et al.);
+    linear + warm-up: from base_lr to replicas · base_lr over warmup_steps, then flat;
+    sqrt: sqrt(replicas) · base_lr.
+    """
+    if rule == "fixed":
+        return base_lr
+    if rule == "linear":
+        return replicas * base_lr
+    if rule == "linear + warm-up":
+        peak = replicas * base_lr
+        if warmup_steps <= 0 or step >= warmup_steps:
+            return peak
+        return base_lr + (peak - base_lr) * step / warmup_steps
+    if rule == "sqrt":
+        return float(np.sqrt(replicas)) * base_lr
+    raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+
+
+def train_with_rule(xa, y, xa_test, y_test, *, replicas: int, per_replica_batch: int, epochs: int,
+                    base_lr: float, rule: str, warmup_epochs: int, seed: int) -> dict:
+    """Softmax regression, SGD at global batch replicas · per_replica_batch for `epochs` epochs.
+
+    (k replicas × b is one device × k·b, shown in section 1, so one process suffices.)
+    Returns global_batch, steps_per_epoch, lr_per_epoch (rate at each epoch's first
+    step), test_accuracy (per epoch).
+    """
+    rng = np.random.default_rng(seed)
+    gb = replicas * per_replica_batch
+    n = len(y)
+    per_epoch = max(n // gb, 1)
+    warmup_steps = warmup_epochs * per_epoch
+    W = np.zeros((xa.shape[1], NUM_CLASSES))
+    step, lrs, accs = 0, [], []
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        lrs.append(learning_rate_at(step, rule=rule, replicas=replicas, base_lr=base_lr, warmup_steps=warmup_steps))
+        for i in range(per_epoch):
+            idx = order[i * gb:(i + 1) * gb]
+            lr = learning_rate_at(step, rule=rule, replicas=replicas, base_lr=base_lr, warmup_steps=warmup_steps)
+            W -= lr * mean_gradient(W, xa[idx], y[idx])
+            step += 1
+        accs.append(accuracy(W, xa_test, y_test))
+    return {"global_batch": gb, "steps_per_epoch": per_epoch, "lr_per_epoch": lrs, "test_accuracy": accs}
+
+
+def rule_grid(xa, y, xa_test, y_test, *, replicas: Sequence[int], per_replica_batches: Sequence[int],
+              rules: Sequence[str], epochs: int, base_lr: float, warmup_epochs: int, seed: int,
+              progress: bool = True) -> dict:
+    """train_with_rule for every (replicas, per_replica_batch, rule); {(k, b, rule): result}."""
+    from tqdm.auto import tqdm
+    combos = [(k, b, r) for k in replicas for b in per_replica_batches for r in rules]
+    return {c: train_with_rule(xa, y, xa_test, y_test, replicas=c[0], per_replica_batch=c[1], epochs=epochs,
+                               base_lr=base_lr, rule=c[2], warmup_epochs=warmup_epochs, seed=seed)
+            for c in tqdm(combos, desc="learning-rate rules", disable=not progress)}

@@ -1,0 +1,458 @@
+"""Batch normalization with tiny mini-batches (lesson 02).
+
+What the lesson measures, as plain functions with explicit arguments and seeds:
+
+    ink_feature(x)                       one number per image: the quantity the estimator study samples
+    estimator_trials(...)                Monte Carlo draws of batch means / biased variances
+    estimator_table(...)                 ratio E[biased var] / true var per batch size, with standard errors
+    numpy_vs_keras(...)                  the NumPy reference BN against keras.layers.BatchNormalization
+    keras_stored_variance(...)           what Keras 3 writes into moving_variance after one step
+    Sweep                                trains the small CNN over norms x batch sizes x batch orders,
+                                         reusing one compiled model per normalization (fast)
+    sweep_table / remedies_table         the tables a learner compares
+    estimator_panel(...)                 the widget function (live estimator + highlighted sweep row)
+
+Array shapes are given in each docstring. Importing this module has no side effects.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .batchnorm import batch_statistics, bn_inference, bn_layers, bn_train, precise_bn
+from .data import epoch_batches
+from .tables import Table
+
+ORDERS = ("iid", "grouped")
+ORDER_LABELS = {"iid": "i.i.d.", "grouped": "correlated (same class)"}
+NORM_LABELS = {"batch": "BatchNorm", "group": "GroupNorm", "layer": "LayerNorm", "none": "no norm",
+               "renorm": "Batch Renorm", "renorm_clipped": "Batch Renorm (clipped)"}
+# Batch renormalization clipping as in the probe: r in [1/3, 3], |d| <= 5.
+RENORM_CLIPPING = {"rmin": 1.0 / 3.0, "rmax": 3.0, "dmax": 5.0}
+
+
+# ---------------------------------------------------------------- the estimator
+
+
+def ink_feature(x: np.ndarray) -> np.ndarray:
+    """Mean pixel intensity ("ink") of each image: x (N, H, W, C) -> (N,) float64.
+
+    A scalar that differs between classes, so same-class batches see less of
+    its spread than i.i.d. batches do.
+    """
+    x = np.asarray(x, np.float64)
+    return x.reshape(len(x), -1).mean(axis=1)
+
+
+def estimator_trials(values: np.ndarray, labels: np.ndarray, batch_size: int, trials: int,
+                     rng: np.random.Generator, order: str = "iid") -> tuple[np.ndarray, np.ndarray]:
+    """Draw `trials` batches of `batch_size` values; return (batch means, biased batch variances), each (trials,).
+
+    values (N,), labels (N,). Samples are drawn with replacement, so the theory
+    E[biased variance] = (m-1)/m * population variance holds exactly for i.i.d. batches.
+    order="grouped": each batch comes from one class, the class picked in proportion to its size.
+    """
+    values = np.asarray(values, np.float64)
+    n = len(values)
+    if order == "iid":
+        idx = rng.integers(0, n, size=(trials, batch_size))
+    elif order == "grouped":
+        classes, counts = np.unique(labels, return_counts=True)
+        members = [np.flatnonzero(labels == c) for c in classes]
+        pick = rng.choice(len(classes), size=trials, p=counts / counts.sum())
+        offsets = (rng.random((trials, batch_size)) * counts[pick][:, None]).astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        idx = np.concatenate(members)[starts[pick][:, None] + offsets]
+    else:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    batch = values[idx]
+    return batch.mean(axis=1), batch.var(axis=1)
+
+
+def estimator_table(values: np.ndarray, labels: np.ndarray, batch_sizes: Sequence[int], trials: int,
+                    rng: np.random.Generator, order: str = "iid") -> Table:
+    """Per batch size m: the measured E[biased var]/true var, its standard error, the m/(m-1)
+    corrected ratio and its standard error, the theory (m-1)/m, and the relative spread
+    (standard deviation) of the batch mean and of the batch variance. values, labels: (N,).
+    """
+    values = np.asarray(values, np.float64)
+    true_mean, true_var = values.mean(), values.var()
+    true_sd = np.sqrt(true_var)
+    rows = []
+    for m in batch_sizes:
+        means, variances = estimator_trials(values, labels, m, trials, rng, order)
+        ratio = variances / true_var
+        corrected = ratio * m / (m - 1)
+        se = ratio.std(ddof=1) / np.sqrt(trials)
+        rows.append([m, (m - 1) / m, float(ratio.mean()), float(se), float(corrected.mean()),
+                     float(se * m / (m - 1)), float(np.std(means - true_mean) / true_sd),
+                     float(ratio.std())])
+    return Table(["batch size m", "theory (m-1)/m", "E[biased var]/var", "std error",
+                  "E[corrected var]/var", "corrected std error", "sd of batch mean / sd",
+                  "sd of batch var / var"], rows, title=f"Batch estimators, {ORDER_LABELS[order]} batches")
+
+
+def plus_minus_one(rng: np.random.Generator, channels: int = 6, eps: float = 0.0) -> np.ndarray:
+    """Training-mode BN (gamma=1, beta=0) of one random batch of 2: returns (2, channels).
+
+    With eps=0 every entry is exactly +1 or -1: each channel sees two values,
+    and normalizing two values always puts them at -1 and +1.
+    """
+    x = rng.normal(loc=3.0, scale=5.0, size=(2, channels))
+    return bn_train(x, np.ones(channels), np.zeros(channels), eps=eps)
+
+
+# --------------------------------------------------- the reference against Keras
+
+
+def numpy_vs_keras(shapes: Iterable[tuple[int, ...]], rng: np.random.Generator, eps: float = 1e-3) -> Table:
+    """Max |NumPy - Keras| for training and inference mode on random inputs of each shape.
+
+    shapes: e.g. [(16, 5)] (dense) and [(4, 6, 6, 3)] (conv, channels last).
+    gamma, beta and the moving statistics are random too, so nothing matches by accident.
+    """
+    import keras
+    rows = []
+    for shape in shapes:
+        c = shape[-1]
+        x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
+        gamma, beta = rng.uniform(0.5, 2.0, c), rng.normal(0, 1, c)
+        mmean, mvar = rng.normal(0, 1, c), rng.uniform(0.5, 3.0, c)
+        layer = keras.layers.BatchNormalization(epsilon=eps)
+        layer.build(shape)
+        layer.set_weights([a.astype(np.float32) for a in (gamma, beta, mmean, mvar)])
+        # inference first: a training-mode call updates the moving statistics
+        keras_inf = np.asarray(layer(x, training=False), np.float64)
+        keras_tr = np.asarray(layer(x, training=True), np.float64)
+        ours_tr = bn_train(x, gamma, beta, eps)
+        ours_inf = bn_inference(x, gamma, beta, mmean, mvar, eps)
+        kind = "dense" if len(shape) == 2 else "conv"
+        rows.append([f"{kind} {shape}", "training", float(np.max(np.abs(ours_tr - keras_tr)))])
+        rows.append([f"{kind} {shape}", "inference", float(np.max(np.abs(ours_inf - keras_inf)))])
+    return Table(["input shape", "mode", "max |NumPy - Keras|"], rows)
+
+
+def keras_stored_variance(batch_size: int, channels: int, rng: np.random.Generator) -> dict:
+    """One training step of a Keras BN layer with momentum 0 on a random (batch_size, channels) batch.
+
+    Returns {"stored", "biased", "unbiased"} as (channels,) arrays: with momentum 0
+    the moving variance is exactly what Keras computed from this one batch.
+    """
+    import keras
+    x = rng.normal(0.0, 2.0, size=(batch_size, channels)).astype(np.float32)
+    layer = keras.layers.BatchNormalization(momentum=0.0)
+    layer(x, training=True)
+    _, biased = batch_statistics(x)
+    _, unbiased = batch_statistics(x, unbiased=True)
+    return {"stored": np.asarray(layer.moving_variance, np.float64), "biased": biased, "unbiased": unbiased}
+
+
+@contextlib.contextmanager
+def kept_bn_statistics(model):
+    """Restore every BN layer's moving statistics on exit.
+
+    Keras 3 updates moving_mean/moving_variance on *every* training-mode call,
+    including model(x, training=True) outside fit, so scoring a model in
+    training mode would otherwise change its inference-mode behaviour.
+    """
+    layers = bn_layers(model)
+    saved = [[np.asarray(v) for v in l.non_trainable_variables] for l in layers]
+    try:
+        yield
+    finally:
+        for layer, values in zip(layers, saved):
+            for v, a in zip(layer.non_trainable_variables, values):
+                v.assign(a)
+
+
+@contextlib.contextmanager
+def scaled_moving_variance(model, factor: float):
+    """Multiply every BN layer's moving_variance by `factor` inside the block (e.g. m/(m-1))."""
+    with kept_bn_statistics(model):
+        for layer in bn_layers(model):
+            layer.moving_variance.assign(np.asarray(layer.moving_variance) * factor)
+        yield
+
+
+def test_accuracy(model, x: np.ndarray, y: np.ndarray, *, training: bool = False, batch_size: int = 512,
+                  seed: int = 0) -> float:
+    """Accuracy on x (N, 8, 8, 1), y (N,).
+
+    training=True: BN uses the statistics of shuffled test batches of `batch_size`
+    (a trailing partial batch is dropped: Keras BN on one sample returns beta);
+    the model's moving statistics are left untouched.
+    """
+    if not training:
+        pred = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
+                               for i in range(0, len(x), batch_size)])
+        return float(np.mean(pred.argmax(-1) == y))
+    order = np.random.default_rng(seed).permutation(len(x))
+    n = len(x) // batch_size * batch_size
+    order = order[:n]
+    with kept_bn_statistics(model):
+        pred = np.concatenate([np.asarray(model(x[order[i:i + batch_size]], training=True))
+                               for i in range(0, n, batch_size)])
+    return float(np.mean(pred.argmax(-1) == y[order]))
+
+
+# ------------------------------------------------------------------ training
+
+
+def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, order: str, epochs: int, seed: int):
+    """(tf.data.Dataset, steps_per_epoch) of `epochs` epochs of full batches in `order`.
+
+    x (N, 8, 8, 1), y (N,). A fresh shuffle per epoch; partial batches are
+    dropped (in "grouped" order: the last batch of each class), so every step
+    sees exactly `batch_size` samples. Built from tensors, not a generator: fast.
+    """
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    per_epoch = [epoch_batches(y, batch_size, order, rng, drop_remainder=True) for _ in range(epochs)]
+    steps = min(len(b) for b in per_epoch)
+    idx = np.concatenate([np.concatenate(b[:steps]) for b in per_epoch])
+    return tf.data.Dataset.from_tensor_slices((x[idx], y[idx])).batch(batch_size), steps
+
+
+def build_model(norm: str, seed: int):
+    """The lesson's small CNN for `norm` in NORM_LABELS (renorm variants are BN with renorm=True)."""
+    import keras
+    from .models import small_cnn
+    keras.utils.set_random_seed(seed)
+    if norm == "renorm":
+        return small_cnn("batch", renorm=True, name="cnn_renorm")
+    if norm == "renorm_clipped":
+        return small_cnn("batch", renorm=True, renorm_clipping=dict(RENORM_CLIPPING), name="cnn_renorm_clipped")
+    return small_cnn(norm)
+
+
+@dataclass
+class RunResult:
+    """One training run and its scores on the test set."""
+    norm: str
+    order: str
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    steps: int
+    train_seconds: float
+    acc: float                              # inference mode, as trained
+    acc_train_mode: float                   # training mode on test batches of batch_size
+    acc_precise: float | None = None        # BN only: after precise BN (population statistics)
+    precise_seconds: float | None = None
+    acc_corrected: float | None = None      # BN only: moving variance x m/(m-1)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.norm, self.order, self.batch_size)
+
+
+@dataclass
+class Sweep:
+    """Train the small CNN on digits for many (norm, order, batch size) settings.
+
+    One model per normalization is built and compiled once; every run restores
+    its initial weights and optimizer state, so runs of one norm start from the
+    same point and only the batches differ (and no graph is traced twice).
+    """
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    epochs: int
+    learning_rate: float
+    seed: int
+    steps_per_execution: int = 100
+    results: dict = field(default_factory=dict)
+    _models: dict = field(default_factory=dict, repr=False)
+
+    def _model(self, norm: str):
+        if norm not in self._models:
+            from .models import compile_classifier
+            model = build_model(norm, self.seed)
+            compile_classifier(model, learning_rate=self.learning_rate, steps_per_execution=self.steps_per_execution)
+            model.optimizer.build(model.trainable_variables)
+            self._models[norm] = (model, model.get_weights(), [np.asarray(v) for v in model.optimizer.variables])
+        return self._models[norm]
+
+    def model(self, norm: str):
+        """The model of `norm` as left by its latest run."""
+        return self._model(norm)[0]
+
+    def train(self, norm: str, order: str, batch_size: int):
+        """Train from the initial state; return the trained model (shared: copy what you need)."""
+        from .training import train
+        model, weights, opt_state = self._model(norm)
+        model.set_weights(weights)
+        for v, a in zip(model.optimizer.variables, opt_state):
+            v.assign(a)
+        data, steps = training_dataset(self.x_train, self.y_train, batch_size, order, self.epochs,
+                                       self.seed * 1000 + batch_size)
+        hist = train(model, data, epochs=self.epochs, steps_per_epoch=steps, progress=False,
+                     desc=f"{norm} {order} b={batch_size}")
+        return model, steps, hist.seconds
+
+    def run(self, norm: str, order: str, batch_size: int, *, precise: bool = True) -> RunResult:
+        """Train one setting, score it in both modes (and, for BN, corrected and precise); store it."""
+        model, steps, seconds = self.train(norm, order, batch_size)
+        xt, yt = self.x_test, self.y_test
+        res = RunResult(norm, order, batch_size, self.epochs, self.learning_rate, steps, seconds,
+                        test_accuracy(model, xt, yt), test_accuracy(model, xt, yt, training=True,
+                                                                    batch_size=batch_size, seed=self.seed))
+        if norm == "batch":
+            with scaled_moving_variance(model, batch_size / (batch_size - 1)):
+                res.acc_corrected = test_accuracy(model, xt, yt)
+            if precise:
+                t0 = time.perf_counter()
+                precise_bn(model, self.x_train)
+                res.precise_seconds = time.perf_counter() - t0
+                res.acc_precise = test_accuracy(model, xt, yt)
+        self.results[res.key] = res
+        return res
+
+    def run_all(self, settings: Sequence[tuple[str, str, int]], desc: str = "training sweep") -> list[RunResult]:
+        """Run every (norm, order, batch_size) not yet run, under one progress bar (one tick per run)."""
+        from tqdm.auto import tqdm
+        todo = [s for s in settings if tuple(s) not in self.results]
+        for norm, order, b in tqdm(todo, desc=desc, unit="run"):
+            self.run(norm, order, b)
+        return [self.results[tuple(s)] for s in settings]
+
+    def get(self, norm: str, order: str, batch_size: int) -> RunResult:
+        return self.results[(norm, order, batch_size)]
+
+
+def sweep_table(results: Sequence[RunResult], highlight: tuple[str, int] | None = None,
+                title: str | None = None) -> Table:
+    """One row per run; highlight=(order, batch_size) bolds the matching rows."""
+    rows, marked = [], []
+    for i, r in enumerate(results):
+        rows.append([NORM_LABELS[r.norm], ORDER_LABELS[r.order], r.batch_size, r.learning_rate, r.epochs,
+                     r.steps * r.epochs, r.acc, r.acc_train_mode - r.acc,
+                     "" if r.acc_precise is None else r.acc_precise, round(r.train_seconds, 1)])
+        if highlight is not None and (r.order, r.batch_size) == tuple(highlight):
+            marked.append(i)
+    return Table(["norm", "batches", "batch size", "Adam lr", "epochs", "steps", "test acc (inference)",
+                  "train-mode − inference", "test acc after precise BN", "train s"], rows,
+                 title=title, highlight=marked, digits=3)
+
+
+def remedies_table(rows: Sequence[tuple[str, float, float, str]]) -> Table:
+    """rows: (remedy, test accuracy, extra seconds measured, what it costs)."""
+    return Table(["remedy (correlated batches of 2 unless stated)", "test acc", "seconds", "cost"],
+                 [list(r) for r in rows], digits=3)
+
+
+# ------------------------------------------------------------------- plots
+
+
+def plot_variance_ratio(iid: Table, grouped: Table | None = None, finding: str | None = None):
+    """Measured E[biased var]/var (± 5 standard errors) and the m/(m-1) corrected ratio against m."""
+    from .plotting import figure
+    fig, ax = figure(finding=finding, width=7.5, height=4.2)
+    m = np.array(iid.column("batch size m"), float)
+    grid = np.geomspace(m.min(), m.max(), 200)
+    ax.plot(grid, (grid - 1) / grid, color="0.5", lw=1.2, label="theory (m−1)/m")
+    ax.axhline(1.0, color="0.5", ls=":", lw=1.2, label="unbiased: 1")
+    ax.errorbar(m, iid.column("E[biased var]/var"), yerr=5 * np.array(iid.column("std error")), fmt="o",
+                color="C0", capsize=3, label="measured, biased (÷m), ±5 SE")
+    ax.errorbar(m, iid.column("E[corrected var]/var"), yerr=5 * np.array(iid.column("corrected std error")),
+                fmt="s", color="C1", capsize=3, label="measured, × m/(m−1)")
+    if grouped is not None:
+        ax.plot(m, grouped.column("E[biased var]/var"), "^--", color="C3", label="same-class batches, biased")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size m (samples, log scale)")
+    ax.set_ylabel("E[batch variance] / true variance")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def plot_estimator_spread(iid: Table, finding: str | None = None):
+    """Relative standard deviation of the batch mean and batch variance against m (log-log)."""
+    from .plotting import figure
+    fig, ax = figure(finding=finding, width=7.0, height=4.0)
+    m = np.array(iid.column("batch size m"), float)
+    ax.plot(m, iid.column("sd of batch mean / sd"), "o-", label="batch mean: sd / population sd")
+    ax.plot(m, iid.column("sd of batch var / var"), "s-", label="batch variance: sd / population variance")
+    ax.plot(m, 1 / np.sqrt(m), color="0.5", ls=":", label="1/√m")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size m (samples, log scale)")
+    ax.set_ylabel("relative spread (sd, log scale)")
+    ax.legend()
+    return fig
+
+
+def plot_sweep(results: Sequence[RunResult], batch_sizes: Sequence[int], finding: str | None = None):
+    """Test accuracy vs batch size per normalization, i.i.d. batches (BN as trained and after precise BN)."""
+    from .plotting import figure
+    fig, ax = figure(finding=finding, width=7.5, height=4.2)
+    by = {r.key: r for r in results}
+    for i, norm in enumerate(("batch", "group", "layer", "none")):
+        acc = [by[(norm, "iid", b)].acc for b in batch_sizes if (norm, "iid", b) in by]
+        bs = [b for b in batch_sizes if (norm, "iid", b) in by]
+        ax.plot(bs, acc, "o-", color=f"C{i}", label=NORM_LABELS[norm] + (" (as trained)" if norm == "batch" else ""))
+    bs = [b for b in batch_sizes if ("batch", "iid", b) in by]
+    ax.plot(bs, [by[("batch", "iid", b)].acc_precise for b in bs], "o--", color="C0", alpha=0.6,
+            label="BatchNorm after precise BN")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(batch_sizes), [str(b) for b in batch_sizes])
+    ax.set_xlabel("batch size (samples per step, i.i.d.)")
+    ax.set_ylabel("test accuracy (inference mode)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def plot_orders(results: dict, batch_sizes: Sequence[int], finding: str | None = None):
+    """BN vs GN test accuracy against batch size for i.i.d. and same-class batches. results: Sweep.results."""
+    from .plotting import figure
+    fig, ax = figure(finding=finding, width=7.5, height=4.2)
+    for norm, color in (("batch", "C0"), ("group", "C1")):
+        for order, style in (("iid", "o-"), ("grouped", "s--")):
+            bs = [b for b in batch_sizes if (norm, order, b) in results]
+            ax.plot(bs, [results[(norm, order, b)].acc for b in bs], style, color=color,
+                    label=f"{NORM_LABELS[norm]}, {ORDER_LABELS[order]}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(batch_sizes), [str(b) for b in batch_sizes])
+    ax.set_xlabel("batch size (samples per step)")
+    ax.set_ylabel("test accuracy (inference mode)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right")
+    return fig
+
+
+# ------------------------------------------------------------------ widget
+
+
+def estimator_panel(values: np.ndarray, labels: np.ndarray, results: Sequence[RunResult], batch_size: int,
+                    order: str, trials: int = 20_000, seed: int = 0) -> Table:
+    """Widget function: histogram of the batch variance at this batch size and order (live Monte
+    Carlo, `trials` draws), plus the sweep table with the matching rows highlighted.
+
+    values, labels: (N,). Draws the figure and returns the Table.
+    """
+    import matplotlib.pyplot as plt
+    from .plotting import figure
+    rng = np.random.default_rng(seed)
+    true_var = np.asarray(values, np.float64).var()
+    _, variances = estimator_trials(values, labels, batch_size, trials, rng, order)
+    ratio = variances / true_var
+    m = batch_size
+    fig, ax = figure(finding=f"{ORDER_LABELS[order]} batches of {m}: E[batch var] = {ratio.mean():.2f} × true "
+                             f"(theory for i.i.d.: {(m - 1) / m:.2f})", width=7.5, height=3.4)
+    ax.hist(np.minimum(ratio, 4.0), bins=80, range=(0, 4.0), color="C0" if order == "iid" else "C3", alpha=0.8)
+    ax.axvline(ratio.mean(), color="k", lw=2, label=f"measured mean {ratio.mean():.3f}")
+    ax.axvline((m - 1) / m, color="0.5", ls="--", label=f"(m−1)/m = {(m - 1) / m:.3f}")
+    ax.axvline(1.0, color="0.5", ls=":", label="true variance")
+    ax.set_xlabel("batch variance / true variance (clipped at 4)")
+    ax.set_ylabel(f"batches (of {trials:,})")
+    ax.legend()
+    plt.show()
+    table = sweep_table(results, highlight=(order, m), title=f"Sweep rows for {ORDER_LABELS[order]} batches of {m}"
+                        + ("" if any((r.order, r.batch_size) == (order, m) for r in results)
+                           else " (not in the sweep)"))
+    return table  # ipywidgets.interactive displays the returned table under the figure
