@@ -76,10 +76,18 @@ def predict_proba(model, x, *, training: bool = False, batch_size: int = 512) ->
     """Model outputs with BN in inference (training=False) or training mode.
 
     In training mode the batch statistics depend on how x is cut into batches of
-    `batch_size`; training-mode calls do not update moving statistics here
-    (Keras updates them only inside fit/train_step).
+    `batch_size`. Beware: in Keras 3 a call with training=True also *updates*
+    every BN layer's moving statistics (outside fit too); this function saves
+    and restores them, so scoring in training mode leaves the model unchanged.
     """
-    outs = [np.asarray(model(x[i:i + batch_size], training=training)) for i in range(0, len(x), batch_size)]
+    from .batchnorm import bn_layers
+    saved = [(l, l.moving_mean.numpy(), l.moving_variance.numpy()) for l in bn_layers(model)] if training else []
+    try:
+        outs = [np.asarray(model(x[i:i + batch_size], training=training)) for i in range(0, len(x), batch_size)]
+    finally:
+        for layer, mean, var in saved:
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(var)
     return np.concatenate(outs, axis=0)
 
 

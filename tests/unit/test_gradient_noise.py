@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from helpers.batch_size import epochs_for, last_batch_size, steps_per_epoch
+from helpers.gradient_noise import SoftmaxRegression, measure_gradient_noise, tf_gradient
+
+
+def test_step_arithmetic():
+    assert steps_per_epoch(1438, 32) == 45 and last_batch_size(1438, 32) == 30
+    assert steps_per_epoch(64, 32) == 2 and last_batch_size(64, 32) == 32
+    assert epochs_for(1000, 100, 55_000) == pytest.approx(1.8181818)
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = rng.integers(0, 3, 200)
+    return SoftmaxRegression.init(5, 3, rng, scale=0.5), X, y
+
+
+def test_per_example_gradients_average_to_the_gradient(problem):
+    model, X, y = problem
+    assert np.allclose(model.per_example_gradients(X, y).mean(axis=0), model.gradient(X, y))
+
+
+def test_gradient_matches_finite_differences_and_tensorflow(problem):
+    model, X, y = problem
+    g = model.gradient(X, y)
+    eps = 1e-6
+    m2 = model.copy()
+    m2.W[1, 2] += eps
+    assert (m2.loss(X, y) - model.loss(X, y)) / eps == pytest.approx(g[1 * 3 + 2], abs=1e-5)
+    assert np.allclose(g, tf_gradient(model, X, y), atol=1e-10)
+
+
+def test_noise_follows_one_over_b(problem):
+    model, X, y = problem
+    noise = measure_gradient_noise(model, X, y, [1, 4, 16], 2000, np.random.default_rng(1))
+    ratio = noise.variance / noise.theory(noise.batch_sizes)
+    assert np.all(np.abs(ratio - 1) < 0.1)
+    assert -1.2 < noise.loglog_slope < -0.9
+    assert noise.noise_scale == pytest.approx(noise.trace_sigma / noise.grad_norm_sq)

@@ -1,0 +1,53 @@
+import keras
+import numpy as np
+
+from helpers.environment import seed_everything
+from helpers.models import compile_classifier, mlp
+from helpers.training import History, accuracy, epoch_log, progress_callback, train
+
+
+def _data(n=96):
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 64), dtype=np.float32)
+    return x, (x[:, :10].argmax(axis=1)).astype(np.int32)
+
+
+def test_train_returns_a_history_table():
+    seed_everything(0)
+    x, y = _data()
+    model = compile_classifier(mlp((16,)), learning_rate=1e-2)
+    hist = train(model, x, y, epochs=3, batch_size=32, validation_data=(x, y), progress=False)
+    assert isinstance(hist, History) and hist.epochs == 3 and hist.seconds > 0
+    assert hist.table.columns[0] == "epoch" and len(hist.table) == 3
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(hist.metrics)
+    assert hist.steps_per_epoch == 3
+
+
+def test_progress_bar_has_no_per_batch_work():
+    """Per-batch callbacks make Keras sync every step; the bar must only act per epoch."""
+    cb = progress_callback(3, "x", enabled=False)
+    for hook in ["on_train_batch_begin", "on_train_batch_end", "on_batch_end"]:
+        assert getattr(type(cb), hook) is getattr(keras.callbacks.Callback, hook)
+
+
+def test_epoch_log_records_loss_on_given_data():
+    seed_everything(0)
+    x, y = _data()
+    model = compile_classifier(mlp((16,)), learning_rate=1e-2)
+    log = epoch_log(x, y)
+    hist = train(model, x, y, epochs=2, batch_size=32, callbacks=[log], progress=False)
+    assert len(log.seconds) == 2 and len(log.loss) == 2
+    direct = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, model.predict(x, verbose=0))))
+    assert abs(log.loss[-1] - direct) < 1e-5
+
+
+def test_accuracy_in_both_modes():
+    seed_everything(0)
+    x, y = _data()
+    model = compile_classifier(mlp((16,), norm="batch"))
+    acc_inf = accuracy(model, x, y)
+    before = [w.copy() for w in model.get_weights()]
+    acc_train = accuracy(model, x, y, training=True, batch_size=32)
+    assert 0 <= acc_inf <= 1 and 0 <= acc_train <= 1
+    # Keras 3 updates moving statistics on every training-mode call; scoring must not
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
