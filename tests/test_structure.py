@@ -1,0 +1,92 @@
+"""Every notebook follows the skeleton in STYLE.md, has no committed outputs,
+and is listed in the README and in notebook 00."""
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.notebooks import REPO_ROOT, notebook_paths, setup_cell_index
+
+NOTEBOOKS = notebook_paths()
+IDS = [p.stem for p in NOTEBOOKS]
+
+
+def _nb(path):
+    return nbformat.read(path, as_version=4)
+
+
+def test_the_workbook_has_its_first_notebooks():
+    assert IDS[:2] == ["00_start_here", "01_steps_epochs_and_batches"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_outputs_or_execution_counts(path):
+    for i, cell in enumerate(_nb(path).cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs, f"cell {i} has committed outputs"
+            assert cell.execution_count is None, f"cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_skeleton(path):
+    nb = _nb(path)
+    cells = nb.cells
+    first = cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# {path.stem[:2]} · "), \
+        "first cell: '# NN · Title'"
+    assert "## What you will learn" in first.source
+    bullets = [l for l in first.source.split("## What you will learn")[1].splitlines() if l.startswith("- ")]
+    assert 3 <= len(bullets) <= 6, f"'What you will learn' has {len(bullets)} bullets (3–5 expected)"
+
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    params_cell = cells[tagged[0]]
+    tree = ast.parse(params_cell.source)
+    names = []
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), \
+            f"parameters cell: only `name = literal` lines ({ast.dump(node)[:60]})"
+        ast.literal_eval(node.value)  # plain literals only
+        names.append(node.targets[0].id)
+    lines = [l for l in params_cell.source.splitlines() if l.strip()]
+    assert all("#" in l for l in lines), "every parameter line has a comment giving its allowed range"
+    assert "seed" in names and re.search(r"^seed = 0\b", params_cell.source, re.M), "default seed is 0"
+
+    setup_src = cells[setup_cell_index(nb)].source
+    assert "setup(" in setup_src and "from helpers import" in setup_src, "setup cell follows the parameters cell"
+    for name in names:
+        assert re.search(rf"\b{name}=\(\s*{name}\s*,", setup_src), f"parameter {name!r} is not validated in setup()"
+
+    md = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    assert re.search(r"^## 1\. ", md, re.M), "numbered sections '## 1. ...'"
+    assert "## Summary" in md and "## What to try next" in md
+    code = [c for c in cells if c.cell_type == "code"]
+    assert code[-1].source.strip() == "show_findings()", "the last cell shows the findings"
+    assert any("check(" in c.source for c in code), "check cells assert the claims"
+    assert any("record(" in c.source for c in code), "findings are recorded"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_listed_in_readme_and_start_here(path):
+    readme = (REPO_ROOT / "README.md").read_text()
+    start = "\n".join(c.source for c in _nb(REPO_ROOT / "notebooks" / "00_start_here.ipynb").cells)
+    assert path.name in readme, f"{path.name} is not in README.md"
+    if path.stem != "00_start_here":
+        assert path.name in start, f"{path.name} is not listed in 00_start_here.ipynb"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_widgets_are_timed(path):
+    src = "\n".join(c.source for c in _nb(path).cells if c.cell_type == "code")
+    if "interact_panel(" in src:
+        assert "time_callbacks(" in src and re.search(r"record\(\s*\"widget_\w+_median_s\"", src)
+
+
+def test_nothing_is_downloaded_at_run_time():
+    pattern = re.compile(r"load_data\(|get_file\(|urlopen|requests\.get|urlretrieve")
+    for path in list(NOTEBOOKS) + list((REPO_ROOT / "helpers").glob("*.py")):
+        text = path.read_text()
+        assert not pattern.search(text), f"{path.name} seems to download at run time"
