@@ -1,0 +1,180 @@
+"""`make bench`: measure the workbook against its performance budgets.
+
+    python -m benchmarks.run                 # everything (about 15 min on an idle 2-core machine)
+    python -m benchmarks.run --only 01,03    # some notebooks (no whole-workbook row)
+    python -m benchmarks.run --skip-setup --skip-overhead
+
+Prints the table and writes <build>/bench.md and <build>/bench.json
+(<build> = $WORKBOOK_BUILD_DIR or build/). Executed notebooks and their
+findings go to <build>/bench/, away from `make run`'s outputs.
+Exit status: 0 when everything was measured (budgets not met are reported in
+the table and the notes, with the likely reason); 1 when a notebook failed or
+a measurement could not be taken; with --strict, also 1 when a budget is not met.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from . import budgets as B
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def machine_info() -> dict:
+    import psutil
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+    versions = []
+    for label, dists in (("TensorFlow", ("tensorflow-cpu", "tensorflow")), ("Keras", ("keras",)),
+                         ("NumPy", ("numpy",)), ("JupyterLab", ("jupyterlab",)), ("papermill", ("papermill",))):
+        for dist in dists:
+            try:
+                versions.append(f"{label} {version(dist)}")
+                break
+            except PackageNotFoundError:
+                continue
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
+            "platform": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(),
+            "software": f"Python {platform.python_version()}, " + ", ".join(versions),
+            "load_before": " / ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def select_notebooks(only: str | None) -> list[Path]:
+    from helpers.notebooks import notebook_paths
+    paths = notebook_paths()
+    if not only:
+        return paths
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    return [p for p in paths if p.stem[:2] in wanted or p.stem in wanted]
+
+
+def measure_notebooks(paths, out: Path, setup_repeats: int, skip_setup: bool, report: B.Report,
+                      log=print) -> list:
+    from .measure import KernelWatcher, run_notebook, setup_time
+    runs = []
+    for path in paths:
+        log(f"· {path.stem}: papermill run with default parameters ...", flush=True)
+        nb_run = run_notebook(path, out)
+        runs.append(nb_run)
+        budget = B.notebook_budget_s(path.stem)
+        detail = f"others busy {nb_run.others_cores:.1f} cores" + ("" if nb_run.ok else f"; {nb_run.error[:160]}")
+        report.rows.append(B.Row("wall time (papermill, defaults)", path.stem, nb_run.seconds, budget, "s",
+                                 detail, failed=not nb_run.ok, others_cores=nb_run.others_cores))
+        report.rows.append(B.Row("peak kernel memory (VmHWM)", path.stem, nb_run.peak_bytes or None,
+                                 B.KERNEL_PEAK_BYTES, "bytes", others_cores=nb_run.others_cores))
+        for name, lat in B.widget_latencies(nb_run.findings).items():
+            p95 = lat.get("p95_s")
+            report.rows.append(B.Row(f"widget '{name}' callback median", path.stem, lat.get("median_s"),
+                                     B.WIDGET_MEDIAN_SECONDS, "s",
+                                     f"p95 {B.format_quantity(p95, 's')}" if p95 is not None else "",
+                                     others_cores=nb_run.others_cores))
+        entry = {"ok": nb_run.ok, "seconds": nb_run.seconds, "peak_bytes": nb_run.peak_bytes,
+                 "others_cores": nb_run.others_cores, "error": nb_run.error,
+                 "widgets": B.widget_latencies(nb_run.findings)}
+        if not skip_setup:
+            log(f"· {path.stem}: fresh kernel to end of setup cell, {setup_repeats} times ...", flush=True)
+            with KernelWatcher() as watch:
+                timing = setup_time(path, out / "setup-runs", setup_repeats)
+            report.rows.append(B.Row(f"fresh kernel → end of setup cell (median of {setup_repeats})", path.stem,
+                                     None if timing.error else timing.median_s, B.SETUP_SECONDS, "s",
+                                     timing.error or f"kernel start {timing.kernel_start_median_s:.1f} s + "
+                                                     f"cells {timing.cells_median_s:.1f} s; "
+                                                     f"others busy {watch.others_cores:.1f} cores",
+                                     failed=bool(timing.error), others_cores=watch.others_cores))
+            entry["setup"] = timing.__dict__
+        report.notebooks[path.stem] = entry
+    return runs
+
+
+def measure_overhead(runs: int, epochs: int, report: B.Report, log=print) -> None:
+    log(f"· train() vs bare model.fit, {runs} runs of {epochs} epochs each ...", flush=True)
+    from .measure import KernelWatcher
+    with KernelWatcher() as watch:  # the overhead process is a child like a kernel
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.overhead", "--runs", str(runs), "--epochs",
+                               str(epochs)], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    try:
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        report.rows.append(B.Row("train() / bare fit, ratio of medians", "helpers.training", None,
+                                 B.TRAIN_OVERHEAD_RATIO, "ratio", proc.stderr.strip()[-200:], failed=True))
+        return
+    result["others_cores"] = watch.others_cores
+    report.overhead = result
+    report.rows.append(B.Row(f"train() / bare fit, ratio of medians of {runs}", "helpers.training",
+                             result["ratio"], B.TRAIN_OVERHEAD_RATIO, "ratio",
+                             f"{result['helper_median_s']:.2f} s vs {result['bare_median_s']:.2f} s, "
+                             f"{result['epochs']} epochs of {result['samples']} digits; others busy {watch.others_cores:.1f} cores",
+                             others_cores=watch.others_cores))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Measure the workbook against its budgets.")
+    parser.add_argument("--only", help="comma-separated lesson numbers or stems, e.g. 01,03")
+    parser.add_argument("--setup-repeats", type=int, default=3)
+    parser.add_argument("--overhead-runs", type=int, default=5)
+    parser.add_argument("--overhead-epochs", type=int, default=5)
+    parser.add_argument("--skip-notebooks", action="store_true")
+    parser.add_argument("--skip-setup", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a budget is not met")
+    args = parser.parse_args(argv)
+
+    from helpers.findings import atomic_write_text, build_dir
+    root = build_dir()
+    out = root / "bench"
+    report = B.Report(machine=machine_info(), started=_now())
+    print(f"Benchmark on {report.machine['cpu']} ({report.machine['cores']} cores), "
+          f"load average {report.machine['load_before']}", flush=True)
+
+    paths = [] if args.skip_notebooks else select_notebooks(args.only)
+    runs = measure_notebooks(paths, out, args.setup_repeats, args.skip_setup, report) if paths else []
+    if runs and not args.only:
+        total = sum(r.seconds for r in runs)
+        report.rows.append(B.Row(f"whole workbook wall time ({len(runs)} notebooks)", "all", total,
+                                 B.WORKBOOK_SECONDS, "s", failed=not all(r.ok for r in runs)))
+    if not args.skip_overhead:
+        measure_overhead(args.overhead_runs, args.overhead_epochs, report)
+
+    others = [r.others_cores for r in runs if r.others_cores == r.others_cores]
+    report.machine["others_cores"] = statistics.mean(others) if others else float("nan")
+    report.machine["load_after"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    report.finished = _now()
+    for row in report.rows:
+        if row.others_cores is None and row.subject == "helpers.training":
+            row.others_cores = report.overhead.get("others_cores")
+    report.notes = [B.why_over(r, report.machine["cores"]) for r in B.not_met(report.rows)]
+    if args.only:
+        report.notes.append(f"Partial run (--only {args.only}): no whole-workbook row.")
+
+    atomic_write_text(root / "bench.json", json.dumps(report.as_dict(), indent=2, default=str) + "\n")
+    text = report.markdown()
+    atomic_write_text(root / "bench.md", text)
+    print()
+    print(text)
+    print(f"written: {root / 'bench.md'}, {root / 'bench.json'}")
+    failed = any(r.verdict == B.FAILED for r in report.rows)
+    over = any(r.verdict == B.OVER for r in report.rows)
+    return 1 if failed or (args.strict and over) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

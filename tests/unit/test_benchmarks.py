@@ -1,0 +1,125 @@
+"""Fast tests of the benchmark's pure parts: budgets, verdicts, notes, the table."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# benchmarks/ is a top-level package beside helpers/ (not installed): make it importable
+# however pytest is started.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks import budgets as B  # noqa: E402
+from benchmarks.overhead import alternating_order  # noqa: E402
+
+
+@pytest.mark.parametrize("stem, seconds", [
+    ("00_start_here", 30.0), ("01_steps_epochs_and_batches", 90.0), ("02_x", 90.0), ("03_x", 90.0),
+    ("04_batchnorm_running_statistics", 90.0), ("05_x", 150.0), ("06_x", 180.0)])
+def test_notebook_budgets_follow_the_lesson_number(stem, seconds):
+    assert B.notebook_budget_s(stem) == seconds
+    assert B.notebook_budget_s(f"/some/dir/{stem}.ipynb") == seconds
+
+
+def test_unknown_lessons_have_no_budget():
+    assert B.notebook_budget_s("07_new_lesson") is None
+    assert B.notebook_budget_s("scratch") is None
+    assert B.lesson_number("scratch") is None
+
+
+def test_the_whole_workbook_budget_is_twelve_minutes_and_the_others_as_documented():
+    assert B.WORKBOOK_SECONDS == 720
+    assert B.KERNEL_PEAK_BYTES == 3 * 1024**3
+    assert (B.SETUP_SECONDS, B.WIDGET_MEDIAN_SECONDS, B.TRAIN_OVERHEAD_RATIO) == (10, 0.3, 1.10)
+
+
+def test_verdicts_at_below_and_over_the_limit():
+    assert B.Row("t", "01", 89.9, 90.0).verdict == B.OK
+    assert B.Row("t", "01", 90.0, 90.0).verdict == B.OK  # "≤" includes the limit
+    assert B.Row("t", "01", 90.1, 90.0).verdict == B.OVER
+    assert B.Row("t", "07", 500.0, None).verdict == B.NO_BUDGET
+    assert B.Row("t", "01", None, 90.0).verdict == B.FAILED
+    assert B.Row("t", "01", float("nan"), 90.0).verdict == B.FAILED
+    assert B.Row("t", "01", 10.0, 90.0, failed=True).verdict == B.FAILED  # a failed run never counts as ok
+
+
+def test_widget_latencies_pair_median_and_p95_by_name():
+    findings = {"widget_batch_choice_median_s": 0.12, "widget_batch_choice_p95_s": 0.2,
+                "widget_bn_mode_median_s": 0.05, "widget_count": 3, "widget_flag_median_s": True,
+                "accuracy": 0.9}
+    assert B.widget_latencies(findings) == {"batch_choice": {"median_s": 0.12, "p95_s": 0.2},
+                                            "bn_mode": {"median_s": 0.05}}
+    assert B.widget_latencies({}) == {}
+
+
+@pytest.mark.parametrize("value, unit, text", [
+    (0.1234, "s", "0.123 s"), (12.34, "s", "12.3 s"), (125.0, "s", "2 min 05 s"), (720.0, "s", "12 min 00 s"),
+    (512 * 2**20, "bytes", "512 MiB"), (3 * 2**30, "bytes", "3.00 GiB"), (1.034, "ratio", "1.034×"),
+    (None, "s", "—"), (float("nan"), "s", "—")])
+def test_quantities_print_in_human_units(value, unit, text):
+    assert B.format_quantity(value, unit) == text
+
+
+def test_markdown_table_has_one_line_per_row_and_marks_what_is_not_met():
+    rows = [B.Row("wall time", "01_a", 60.0, 90.0), B.Row("wall time", "05_b", 200.0, 150.0),
+            B.Row("peak memory", "05_b", 2**30, B.KERNEL_PEAK_BYTES, "bytes", detail="a|b")]
+    table = B.markdown_table(rows)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert all(line.count(" | ") == 5 for line in lines[2:])  # the escaped pipe does not add a column
+    assert "**OVER**" in lines[3] and "**OVER**" not in lines[2]
+    assert "≤ 1 min 30 s" not in table and "≤ 90.0 s" in lines[2]
+
+
+def test_not_met_lists_over_and_failed_rows_only():
+    rows = [B.Row("a", "x", 1.0, 2.0), B.Row("b", "x", 3.0, 2.0), B.Row("c", "x", None, 2.0),
+            B.Row("d", "x", 9.0, None)]
+    assert [r.measure for r in B.not_met(rows)] == ["b", "c"]
+
+
+def test_notes_blame_contention_only_when_other_work_was_measured():
+    busy = B.Row("wall time", "01_a", 120.0, 90.0, others_cores=1.5)
+    idle = B.Row("wall time", "01_a", 120.0, 90.0, others_cores=0.1)
+    unknown = B.Row("wall time", "01_a", 120.0, 90.0)
+    assert "contention" in B.why_over(busy, cores=2) and "1.33×" in B.why_over(busy, cores=2)
+    assert "contention" not in B.why_over(idle, cores=2) and "too heavy" in B.why_over(idle, cores=2)
+    assert "not measured" in B.why_over(unknown, cores=2)
+    failed = B.Row("wall time", "01_a", None, 90.0, detail="cell 4: ValueError", failed=True)
+    assert "could not be measured" in B.why_over(failed, cores=2) and "ValueError" in B.why_over(failed, cores=2)
+
+
+def test_report_round_trips_through_json_and_states_the_machine():
+    report = B.Report(machine={"cpu": "Test CPU", "cores": 2, "memory_bytes": 8 * 2**30, "others_cores": 0.4,
+                               "load_before": "0.1", "load_after": "0.2"},
+                      rows=[B.Row("wall time", "01_a", 60.0, 90.0), B.Row("wall time", "02_b", 100.0, 90.0)],
+                      notes=["02_b: over"], started="t0", finished="t1")
+    doc = json.loads(json.dumps(report.as_dict()))
+    assert [r["verdict"] for r in doc["rows"]] == ["ok", "OVER"]
+    assert [r["subject"] for r in doc["not_met"]] == ["02_b"]
+    text = report.markdown()
+    assert "Test CPU, 2 cores" in text and "0.4 of 2 cores" in text
+    assert "1 budget(s) not met" in text and "- 02_b: over" in text
+    assert "Every budget met." in B.Report(machine={}, rows=[B.Row("a", "x", 1.0, 2.0)]).markdown()
+
+
+def test_overhead_runs_alternate_so_drift_hits_both_paths():
+    order = alternating_order(4)
+    assert order == ["bare", "helper", "helper", "bare", "bare", "helper", "helper", "bare"]
+    assert order.count("bare") == order.count("helper") == 4
+
+
+def test_kernel_watcher_sees_a_child_process_peak_memory():
+    pytest.importorskip("psutil")
+    from benchmarks.measure import KernelWatcher
+    grow = "b = bytearray(64 * 2**20); import time; time.sleep(0.6)"
+    with KernelWatcher(interval_s=0.05) as watch:
+        subprocess.run([sys.executable, "-c", grow], check=True)
+        time.sleep(0.05)
+    assert watch.peak_bytes >= 64 * 2**20, watch.peak_bytes
+    assert watch.seconds >= 0.6
+    assert not math.isnan(watch.others_cores) and 0 <= watch.others_cores <= (os.cpu_count() or 1)
