@@ -106,22 +106,21 @@ def train_regime(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
 
 def show_batch_choice(grid: dict, n_examples: int, batch_size: int, learning_rate: float):
     """Widget body: the loss curve of one (batch size, learning rate) from a precomputed
-    grid (see gradient_noise.loss_curve_grid), against epochs and against steps."""
+    grid (see gradient_noise.loss_curve_grid) against epochs, with the other batch
+    sizes at the same learning rate in grey. One panel, linear axes: it must redraw fast."""
     import matplotlib.pyplot as plt
     from .plotting import figure
     epochs, loss = grid[(batch_size, learning_rate)]
     steps = steps_per_epoch(n_examples, batch_size)
     final = loss[-1]
     verdict = "diverged" if not np.isfinite(final) or final > loss[0] else f"final loss {final:.3f}"
-    fig, (ax1, ax2) = figure(2, height=3.2, finding=f"B={batch_size}, lr={learning_rate}: {steps} steps/epoch, {verdict}")
+    fig, ax = figure(width=6.0, height=3.4,
+                     finding=f"B={batch_size}, lr={learning_rate}: {steps} steps/epoch, {verdict}")
     for (b, lr), (e, l) in grid.items():
         if lr == learning_rate and b != batch_size:
-            ax1.plot(e, l, color="0.8", lw=1)
-    ax1.plot(epochs, loss, color="C0", lw=2.5, label=f"B={batch_size}")
-    # linear axes: log-scaled axes cost several times more to draw, and the widget must redraw fast
-    ax1.set(xlabel="epochs", ylabel="training loss (cross-entropy)", ylim=(0, 2.5))
-    ax1.legend(title="grey: other B, same lr")
-    ax2.plot(epochs * steps, loss, color="C1", lw=2.5)
-    ax2.set(xlabel="optimizer steps", ylabel="training loss (cross-entropy)", ylim=(0, 2.5))
+            ax.plot(e, l, color="0.8", lw=1)
+    ax.plot(epochs, loss, color="C0", lw=2.5, label=f"B={batch_size} ({steps * int(round(epochs[-1]))} steps)")
+    ax.set(xlabel="epochs", ylabel="training loss (cross-entropy)", ylim=(0, 2.5))
+    ax.legend(title="grey: other batch sizes, same lr")
     plt.show()
     return {"steps_per_epoch": steps, "final_loss": float(final)}
