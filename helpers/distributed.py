@@ -63,6 +63,7 @@ class ChildInterpreter:
         self._pool = cf.ProcessPoolExecutor(
             max_workers=1, mp_context=mp.get_context("spawn"),
             initializer=_child_init, initargs=(logical_devices,))
+        self._pool.submit(os.getpid)  # start the interpreter (and its TensorFlow import) now
 
     def call(self, fn: Callable, *args, **kwargs) -> Any:
         """fn(*args, **kwargs) in the child; its (picklable) result, or its exception re-raised."""
@@ -108,7 +109,8 @@ class ReplicaPool:
         self.counts = sorted(set(int(k) for k in replica_counts))
         self.logical_devices = logical_devices
         self.timeout = timeout
-        self._children: dict[int, ChildInterpreter] = {}
+        # started at once, so their TensorFlow imports overlap with work in this process
+        self._children = {k: ChildInterpreter(logical_devices, timeout) for k in self.counts if k > 1}
 
     def call(self, replicas: int, fn: Callable, **kwargs) -> Any:
         if replicas == 1:
@@ -226,7 +228,7 @@ def fit_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, s
         model.set_weights(weights)
         opt = keras.optimizers.SGD(learning_rate, **(optimizer_kwargs or {}))
         model.compile(opt, "sparse_categorical_crossentropy")
-    hist = model.fit(batches_dataset(x, y, sizes), epochs=epochs, verbose=0)
+    hist = model.fit(batches_dataset(x, y, sizes), epochs=epochs, verbose=0, shuffle=False)
     moving = None
     if kind == "mlp_bn":
         moving = np.asarray(model.get_layer("bn").moving_mean)
@@ -315,6 +317,50 @@ def clip_after_aggregation_weights(*, replicas: int, weights: list, x: np.ndarra
     return {"weights": [np.asarray(w) for w in model.get_weights()]}
 
 
+def custom_loop_step(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, learning_rate: float,
+                     divide_again: bool, hidden: int = 64) -> dict:
+    """One step of a hand-written loop: Keras loss object inside strategy.run, SGD in replica context.
+
+    The Keras 3 loss object already divides by num_replicas_in_sync inside
+    strategy.run and the optimizer sums across replicas; divide_again=True adds
+    the classic extra `/ num_replicas_in_sync`. Returns {"reported_loss": sum over
+    replicas of their loss values, "weights": after the step}.
+    """
+    import keras
+    import tensorflow as tf
+    strategy = strategy_for(replicas)
+    with strategy.scope():
+        model = build_model("mlp", hidden=hidden)
+        model.set_weights(weights)
+        opt = keras.optimizers.SGD(learning_rate)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    def replica_fn(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+            if divide_again:
+                loss = loss / strategy.num_replicas_in_sync
+        grads = tape.gradient(loss, model.trainable_weights)
+        opt.apply_gradients(zip(grads, model.trainable_weights))
+        return loss
+
+    @tf.function
+    def step(xb, yb):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_fn, args=(xb, yb)), axis=None)
+
+    reported = [float(step(xb, yb)) for xb, yb in
+                strategy.experimental_distribute_dataset(batches_dataset(x, y, [len(x)]))]
+    return {"reported_loss": reported[0], "weights": [np.asarray(w) for w in model.get_weights()]}
+
+
+def short_error(text: str, limit: int = 160) -> str:
+    """An error message on one line, with tensor dumps (PerReplica:{...}) elided."""
+    import re
+    text = " ".join(text.split())
+    text = re.sub(r"\(PerReplica:\{.*\}\)", "(PerReplica:{...})", text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def warmup_schedule(base_lr: float, peak_lr: float, warmup_steps: int):
     """Linear warm-up from base_lr to peak_lr over warmup_steps optimizer steps, then constant.
 
@@ -366,40 +412,18 @@ def train_for_accuracy(*, replicas: int, weights: list, x: np.ndarray, y: np.nda
 
     class Score(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            accs.append(float(np.mean(np.argmax(self.model.predict_on_batch(x_test), 1) == y_test)))
+            accs.append(float(np.mean(np.argmax(np.asarray(self.model(x_test, training=False)), 1) == y_test)))
             losses.append(float(logs["loss"]))
 
     start = time.perf_counter()
-    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=[Score()])
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=[Score()], shuffle=False)
     seconds = time.perf_counter() - start
     ce = keras.losses.SparseCategoricalCrossentropy()
     return {"replicas": replicas, "global_batch": global_batch, "steps_per_epoch": steps_per_epoch,
             "test_accuracy": accs, "reported_loss": losses,
             "steps": [steps_per_epoch * (e + 1) for e in range(epochs)],
-            "train_loss": float(ce(y, model.predict_on_batch(x))),
-            "test_loss": float(ce(y_test, model.predict_on_batch(x_test))), "seconds": seconds}
-
-
-def second_strategy_error(*, replicas: int) -> str:
-    """Try to train under a second MirroredStrategy size in this process; return the error text.
-
-    Used once, deliberately, to show the learner the error the child interpreters avoid.
-    """
-    import keras
-    import tensorflow as tf
-    strategy_for(replicas)  # this process's strategy
-    other = 2 if replicas != 2 else 1 + replicas
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:other]
-    s = tf.distribute.MirroredStrategy(devices)
-    with s.scope():
-        model = build_model("mlp")
-        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-    x = np.zeros((other * 4, 64), np.float32)
-    try:
-        model.fit(x, np.zeros(len(x), np.int32), batch_size=len(x), epochs=1, verbose=0)
-    except Exception as err:  # noqa: BLE001 - the point is to show it
-        return f"{type(err).__name__}: " + " ".join(str(err).split())[:160]
-    return ""
+            "train_loss": float(ce(y, model(x, training=False))),
+            "test_loss": float(ce(y_test, model(x_test, training=False))), "seconds": seconds}
 
 
 # --------------------------------------------------------------------------- multi-worker
@@ -457,9 +481,9 @@ def multiworker_job(*, weights: list, x: np.ndarray, y: np.ndarray, sizes: Seque
             fit_model = build_model("mlp", hidden=hidden)
             fit_model.compile(keras.optimizers.SGD(learning_rate), "sparse_categorical_crossentropy")
         try:
-            fit_model.fit(batches_dataset(x, y, sizes).with_options(options), epochs=1, verbose=0)
+            fit_model.fit(batches_dataset(x, y, sizes).with_options(options), epochs=1, verbose=0, shuffle=False)
         except Exception as err:  # noqa: BLE001 - the failure is what we report
-            result["fit_error"] = f"{type(err).__name__}: " + " ".join(str(err).split())[:200]
+            result["fit_error"] = short_error(f"{type(err).__name__}: {err}", 200)
     return result
 
 

@@ -86,11 +86,11 @@ def steps_to_target(xa: np.ndarray, y: np.ndarray, xa_test: np.ndarray, y_test: 
         for i in range(per_epoch):
             idx = order[i * batch:(i + 1) * batch]
             xb = xa[idx]
-            p = softmax_lr(np.einsum("bd,ldc->lbc", xb, W))
+            p = softmax_lr(xb @ W)
             p[:, rows[:len(idx)], y[idx]] -= 1.0
-            W -= lrs * np.einsum("bd,lbc->ldc", xb, p) / len(idx)
+            W -= lrs * (xb.T @ p) / len(idx)
             step += 1
-            acc = np.mean(np.argmax(np.einsum("nd,ldc->lnc", xa_test, W), axis=2) == y_test, axis=1)
+            acc = np.mean(np.argmax(xa_test @ W, axis=2) == y_test, axis=1)
             for j in np.flatnonzero(acc >= target):
                 if reached[j] is None:
                     reached[j] = step

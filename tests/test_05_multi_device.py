@@ -1,0 +1,53 @@
+"""Lesson 05: the claims the notebook records, on seeds 0-2, and its parameter checks."""
+import math
+
+import pytest
+
+from conftest import SEEDS
+
+STEM = "05_multi_device_gradient_averaging"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_recorded_relations(findings, seed):
+    f = findings(STEM, seed)
+    # exact equivalence, and its limit
+    assert f["max_abs_diff_2x_b_vs_1x_2b"] <= 1e-5
+    assert f["max_abs_diff_4x_vs_2x"] <= 1e-5
+    assert f["max_abs_diff_uneven_64_63"] > 100 * f["max_abs_diff_2x_b_vs_1x_2b"]
+    assert f["max_abs_diff_sum_vs_scaled_mean"] <= 1e-5
+    # fewer steps at a fixed rate; the linear rule recovers at least half of the gap
+    assert f["acc_k4_fixed_lr"] < f["acc_k1_fixed_lr"]
+    gap = f["acc_k1_fixed_lr"] - f["acc_k4_fixed_lr"]
+    assert f["acc_k4_linear_scaling_warmup"] - f["acc_k4_fixed_lr"] >= 0.5 * gap
+    assert abs(f["acc_k4_same_global_batch"] - f["acc_k1_fixed_lr"]) <= 0.02
+    assert f["double_division_loss_ratio"] == pytest.approx(0.5, abs=1e-3)
+    # BN across replicas
+    assert f["max_abs_diff_syncbn_vs_single"] <= 1e-4 < f["max_abs_diff_unsynced_bn_vs_single"]
+    # pitfalls
+    assert f["clipnorm_per_replica_differs"] is True
+    assert f["clip_step_ratio_k4"] > 1.1
+    assert f["empty_replica_gives_nan"] is True
+    assert f["drop_remainder_avoids_nan"] is True
+    # two worker processes
+    assert f["max_abs_diff_multiworker_vs_logical"] <= 1e-5
+    assert f["max_abs_diff_multiworker_vs_single"] <= 1e-5
+    # steps to target: scaling is not perfect all the way
+    assert f["smallest_batch"] < f["largest_batch"]
+    assert (f["steps_to_target_largest_batch"]
+            > f["steps_to_target_smallest_batch"] * f["smallest_batch"] / f["largest_batch"])
+    assert f["smallest_batch"] <= f["critical_batch_size_measured"] <= f["largest_batch"]
+    assert 50 < f["gradient_noise_scale_b_simple"] < 1437
+    assert f["widget_rules_median_s"] <= 0.3
+
+
+@pytest.mark.parametrize("params", [
+    {"epochs": 0},
+    {"base_learning_rate": math.nan},
+    {"per_replica_batch": "abc"},
+    {"replicas": 4},
+    {"replicas": [1, 2, 8]},          # more replicas than the 4 logical devices
+    {"warmup_epochs": -1},
+])
+def test_bad_parameters_stop_in_setup(rejected, params):
+    rejected(STEM, params)

@@ -1,0 +1,172 @@
+"""Unit tests for helpers.distributed and helpers.scaling (small data, no notebook)."""
+import json
+
+import numpy as np
+import pytest
+
+from helpers import distributed as dist
+from helpers import scaling
+
+
+def _data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 64), dtype=np.float32)
+    return x, rng.integers(0, 10, n).astype(np.int32)
+
+
+# ---------------------------------------------------------------- scaling (NumPy softmax regression)
+
+def test_mean_gradient_matches_finite_differences():
+    x, y = _data(20)
+    xa = scaling.augment(x)
+    W = np.random.default_rng(1).normal(0, 0.1, (65, 10))
+
+    def loss(W):
+        p = scaling.softmax(xa @ W)
+        return -np.mean(np.log(p[np.arange(len(y)), y]))
+
+    g = scaling.mean_gradient(W, xa, y)
+    eps = 1e-6
+    for i, j in [(0, 0), (3, 7), (64, 2)]:
+        E = np.zeros_like(W)
+        E[i, j] = eps
+        assert g[i, j] == pytest.approx((loss(W + E) - loss(W - E)) / (2 * eps), rel=1e-5, abs=1e-9)
+
+
+def test_noise_scale_matches_explicit_per_example_gradients():
+    x, y = _data(30)
+    xa = scaling.augment(x)
+    W = np.random.default_rng(2).normal(0, 0.1, (65, 10))
+    per_example = np.stack([scaling.mean_gradient(W, xa[i:i + 1], y[i:i + 1]).ravel() for i in range(len(y))])
+    G = per_example.mean(0)
+    trace = np.mean(np.sum((per_example - G) ** 2, axis=1))
+    got = scaling.gradient_noise_scale(W, xa, y)
+    assert got["trace_cov"] == pytest.approx(trace, rel=1e-9)
+    assert got["b_simple"] == pytest.approx(trace / np.sum(G ** 2), rel=1e-9)
+
+
+def test_fit_critical_batch_recovers_known_curve():
+    B = np.array([8, 16, 32, 64, 128, 256, 512])
+    fit = scaling.fit_critical_batch(B, scaling.predicted_steps(B, 30.0, 100.0))
+    assert fit["s_min"] == pytest.approx(30.0, rel=1e-9)
+    assert fit["b_noise"] == pytest.approx(100.0, rel=1e-9)
+
+
+def test_steps_to_target_same_for_one_rate_or_many():
+    x, y = _data(200)
+    xa = scaling.augment(x)
+    many = scaling.steps_to_target(xa, y, xa, y, batch=20, learning_rates=[0.5, 2.0], target=0.3, max_steps=200, seed=0)
+    one = scaling.steps_to_target(xa, y, xa, y, batch=20, learning_rates=[2.0], target=0.3, max_steps=200, seed=0)
+    assert many[1] == one[0] and one[0] is not None
+    assert scaling.steps_to_target(xa, y, xa, y, batch=20, learning_rates=[1e-6], target=0.99,
+                                   max_steps=5, seed=0) == [None]
+
+
+@pytest.mark.parametrize("rule, expected", [("fixed", 0.1), ("linear", 0.4), ("sqrt", 0.2)])
+def test_learning_rate_rules(rule, expected):
+    assert scaling.learning_rate_at(3, rule=rule, replicas=4, base_lr=0.1, warmup_steps=10) == pytest.approx(expected)
+
+
+def test_warmup_ramps_linearly_to_the_scaled_rate():
+    at = lambda s: scaling.learning_rate_at(s, rule="linear + warm-up", replicas=4, base_lr=0.1, warmup_steps=10)
+    assert [at(0), at(5), at(10), at(50)] == pytest.approx([0.1, 0.25, 0.4, 0.4])
+    with pytest.raises(ValueError):
+        scaling.learning_rate_at(0, rule="cubic", replicas=2, base_lr=0.1, warmup_steps=0)
+
+
+def test_train_with_rule_counts_steps_and_rates():
+    x, y = _data(100)
+    xa = scaling.augment(x)
+    r = scaling.train_with_rule(xa, y, xa, y, replicas=2, per_replica_batch=10, epochs=3, base_lr=0.1,
+                                rule="linear + warm-up", warmup_epochs=1, seed=0)
+    assert r["global_batch"] == 20 and r["steps_per_epoch"] == 5
+    assert r["lr_per_epoch"] == pytest.approx([0.1, 0.2, 0.2])
+    assert len(r["test_accuracy"]) == 3
+
+
+# ---------------------------------------------------------------- distributed (pure helpers)
+
+def test_ring_allreduce_and_step_time_model():
+    k = np.array([1, 2, 4])
+    t = dist.ring_allreduce_seconds(1e9, k, 1e9)
+    assert t == pytest.approx([0.0, 1.0, 1.5])
+    assert dist.step_time_model(2.0, 1e9, k, 1e9) == pytest.approx([2.0, 2.0, 2.0])
+
+
+def test_tf_config_names_a_loopback_cluster():
+    ports = [dist.free_port(), dist.free_port()]
+    cfg = json.loads(dist.tf_config(ports, 1))
+    assert cfg["cluster"]["worker"] == [f"127.0.0.1:{p}" for p in ports]
+    assert cfg["task"] == {"type": "worker", "index": 1}
+
+
+def test_short_error_elides_tensor_dumps():
+    msg = "ValueError: Attempt to convert a value (PerReplica:{ 0: <tf.Tensor: numpy= array([[0.]]) }) with x"
+    assert dist.short_error(msg) == "ValueError: Attempt to convert a value (PerReplica:{...}) with x"
+
+
+def test_weight_comparisons():
+    a = [np.zeros((2, 2)), np.ones(3)]
+    b = [np.zeros((2, 2)), np.ones(3) + [0, 0.5, 0]]
+    assert dist.max_abs_diff(a, b) == pytest.approx(0.5)
+    assert dist.update_norm(a, b) == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- distributed (TensorFlow, one device)
+
+def test_batches_dataset_keeps_sizes_and_order():
+    x, y = _data(20)
+    batches = list(dist.batches_dataset(x, y, [8, 7]))
+    assert [len(b[1]) for b in batches] == [8, 7]
+    np.testing.assert_array_equal(batches[1][1].numpy(), y[8:15])
+
+
+def test_one_device_fit_is_plain_sgd():
+    """One SGD step of fit_weights on one device equals w - lr * gradient (checked on the last layer)."""
+    import keras
+    import tensorflow as tf
+    x, y = _data(16)
+    w0 = dist.initial_weights("mlp", seed=0, hidden=8)
+    out = dist.fit_weights(replicas=1, weights=w0, x=x, y=y, sizes=[16], learning_rate=0.1, hidden=8)
+    model = dist.build_model("mlp", hidden=8)
+    model.set_weights(w0)
+    with tf.GradientTape() as tape:
+        loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, model(x)))
+    grads = tape.gradient(loss, model.trainable_weights)
+    expected = [w - 0.1 * np.asarray(g) for w, g in zip(w0, grads)]
+    assert dist.max_abs_diff(out["weights"], expected) < 1e-6
+
+
+def test_one_device_custom_loop_reports_the_batch_loss():
+    x, y = _data(16)
+    w0 = dist.initial_weights("mlp", seed=0, hidden=8)
+    a = dist.custom_loop_step(replicas=1, weights=w0, x=x, y=y, learning_rate=0.1, divide_again=False, hidden=8)
+    b = dist.fit_weights(replicas=1, weights=w0, x=x, y=y, sizes=[16], learning_rate=0.1, hidden=8)
+    assert a["reported_loss"] == pytest.approx(b["loss"][0], rel=1e-5)
+    assert dist.max_abs_diff(a["weights"], b["weights"]) < 1e-6
+
+
+def test_clip_after_aggregation_caps_the_step():
+    x, y = _data(16)
+    w0 = dist.initial_weights("mlp", seed=0, hidden=8)
+    out = dist.clip_after_aggregation_weights(replicas=1, weights=w0, x=x, y=y, sizes=[16], learning_rate=1.0,
+                                              clip=0.01, hidden=8)
+    assert dist.update_norm(w0, out["weights"]) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_strategy_for_one_replica_is_the_default_strategy():
+    import tensorflow as tf
+    assert dist.strategy_for(1) is tf.distribute.get_strategy()
+
+
+def test_run_in_child_returns_the_result_and_propagates_errors():
+    assert dist.run_in_child(scaling.learning_rate_at, 2, logical_devices=0, rule="linear", replicas=3,
+                             base_lr=0.5, warmup_steps=0) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="rule must be"):
+        dist.run_in_child(scaling.learning_rate_at, 0, logical_devices=0, rule="bad", replicas=1,
+                          base_lr=0.1, warmup_steps=0)
+
+
+def test_build_model_rejects_unknown_kind():
+    with pytest.raises(ValueError):
+        dist.build_model("resnet")
