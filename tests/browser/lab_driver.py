@@ -210,7 +210,10 @@ NOTEBOOK_STATE_JS = """
   if (!panel) return null;
   const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
       .map(p => p.textContent.trim());
-  const errors = [...panel.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')]
+  // JupyterLab renders error outputs with the stderr MIME type; an IPython
+  // traceback (also inside a widget's output area) always carries this header.
+  const errors = [...panel.querySelectorAll('.jp-OutputArea-output')]
+      .filter(e => /Traceback \(most recent call last\)|Error displaying widget|Error rendering/.test(e.textContent))
       .map(e => e.textContent.slice(0, 2000));
   const status = panel.querySelector('.jp-Notebook-ExecutionIndicator');
   const kname = panel.querySelector('.jp-Toolbar-kernelName');
@@ -337,7 +340,9 @@ def _label(control) -> str:
     try:
         return control.evaluate(
             "(el) => { const w = el.closest('.widget-inline-hbox, .widget-hbox, .widget-box') || el;"
-            " const l = w.querySelector('.widget-label'); return l ? l.textContent.trim() : ''; }").replace("\u200b", "").strip()
+            " const l = w.querySelector('.widget-label');"
+            " const text = l ? l.textContent.replace('\u200b', '').trim() : '';"
+            " return text || w.textContent.trim().slice(0, 40); }")
     except Exception:
         return ""
 
@@ -383,3 +388,22 @@ def wait_for_new_output(panel, before: str, timeout_s: float) -> str:
         last = now
         time.sleep(0.25)
     return output_snapshot(panel)
+
+
+LAST_RUN_CELL_JS = """
+() => {
+  let best = null, bestN = -1;
+  for (const cell of document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell')) {
+    const p = cell.querySelector('.jp-InputArea-prompt');
+    const m = p && p.textContent.match(/\\[(\\d+)\\]/);
+    if (m && +m[1] > bestN) { bestN = +m[1]; best = cell; }
+  }
+  if (best) best.scrollIntoView({block: 'start'});
+  return bestN;
+}
+"""
+
+
+def scroll_to_last_run_cell(page) -> int:
+    """Scroll the cell that ran last (where Run All stopped) to the top; its execution count."""
+    return page.evaluate(LAST_RUN_CELL_JS)

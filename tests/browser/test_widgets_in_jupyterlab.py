@@ -39,10 +39,22 @@ def test_server_is_local_and_needs_its_token(lab_server):
 
 def saved_errors(lab_server, name: str) -> list[str]:
     """Error outputs in the notebook as JupyterLab saved it (ename: evalue per error)."""
-    nb = nbformat.read(lab_server.root_dir / name, as_version=4)
+    nb = read_when_complete(lab_server.root_dir / name)
     return [f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
             for i, cell in enumerate(nb.cells) for o in cell.get("outputs", [])
             if o.get("output_type") == "error"]
+
+
+def read_when_complete(path, timeout_s: float = 30.0):
+    """The notebook at `path`, read once the server has finished writing it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return nbformat.reads(path.read_text(), as_version=4)
+        except (ValueError, OSError):  # caught mid-write (empty or truncated JSON)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
 
 
 def save_notebook(page, lab_server, name: str) -> None:
@@ -63,6 +75,10 @@ def test_notebook_runs_and_its_widgets_respond(notebook, lab_server, page, scree
     moves: list[lab_driver.Move] = []
     record = {"notebook": stem, "moves": []}
     outcome = "failed"
+    for stale in screenshot_dir.glob(f"{stem}.*"):  # a previous run's files, so none outlive their notebook
+        stale.unlink()
+    for stale in screenshot_dir.glob(f"{stem}__panel*.png"):
+        stale.unlink()
     try:
         lab_driver.open_notebook(page, lab_server, name)
         lab_driver.run_all_cells(page)
@@ -73,6 +89,7 @@ def test_notebook_runs_and_its_widgets_respond(notebook, lab_server, page, scree
         save_notebook(page, lab_server, name)
         errors = saved_errors(lab_server, name)
         assert not errors, f"{stem}: cells show errors in JupyterLab: {errors}"
+        assert not state["errors"], f"{stem}: tracebacks on the page: {state['errors']}"
         assert state["executed"] == state["cells"], (
             f"{stem}: Run All stopped early, prompts {state['prompts']}")
 
@@ -104,7 +121,13 @@ def test_notebook_runs_and_its_widgets_respond(notebook, lab_server, page, scree
     finally:
         try:
             first = page.locator(lab_driver.PANELS).first
-            if first.count():
+            stuck = [m.panel for m in moves if not m.changed]
+            if stuck:  # show the panel that did not respond
+                page.locator(lab_driver.PANELS).nth(stuck[0]).evaluate(
+                    "(el) => el.scrollIntoView({block: 'start'})")
+            elif outcome == "failed":  # show the cell where Run All stopped
+                lab_driver.scroll_to_last_run_cell(page)
+            elif first.count():
                 first.evaluate("(el) => el.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(screenshot_dir / f"{stem}.png"))
         except Exception as exc:  # a screenshot must not hide the real failure
