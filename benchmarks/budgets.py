@@ -157,10 +157,12 @@ class Report:
         head = [f"# Workbook benchmark ({self.started} → {self.finished})", "",
                 f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
                 f"{format_quantity(m.get('memory_bytes'), 'bytes')} RAM, {m.get('platform', '')}; "
-                f"{m.get('software', '')}.",
-                f"Other processes kept on average {m.get('others_cores', float('nan')):.1f} of "
-                f"{m.get('cores', '?')} cores busy during the notebook runs "
-                f"(load average {m.get('load_before', '?')} before, {m.get('load_after', '?')} after).", ""]
+                f"{m.get('software', '')}."]
+        others = m.get("others_cores")
+        if isinstance(others, (int, float)) and others == others:
+            head.append(f"Other processes kept on average {others:.1f} of {m.get('cores', '?')} cores busy "
+                        "during the notebook runs (the contention behind these numbers).")
+        head += [f"Load average {m.get('load_before', '?')} before, {m.get('load_after', '?')} after.", ""]
         body = [markdown_table(self.rows), ""]
         missed = not_met(self.rows)
         verdict = ["Every budget met." if not missed else f"{len(missed)} budget(s) not met; see the notes."]

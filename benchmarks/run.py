@@ -14,6 +14,7 @@ a measurement could not be taken; with --strict, also 1 when a budget is not met
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -28,6 +29,25 @@ from . import budgets as B
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """Send file descriptor 2 (ours and the kernels' we start) to `path` meanwhile.
+
+    Kernels print start-up warnings there; the benchmark's own progress goes to stdout.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def machine_info() -> dict:
@@ -146,13 +166,16 @@ def main(argv=None) -> int:
           f"load average {report.machine['load_before']}", flush=True)
 
     paths = [] if args.skip_notebooks else select_notebooks(args.only)
-    runs = measure_notebooks(paths, out, args.setup_repeats, args.skip_setup, report) if paths else []
+    print(f"(kernel start-up messages go to {out / 'stderr.log'})", flush=True)
+    with stderr_to(out / "stderr.log"):
+        runs = measure_notebooks(paths, out, args.setup_repeats, args.skip_setup, report) if paths else []
     if runs and not args.only:
         total = sum(r.seconds for r in runs)
         report.rows.append(B.Row(f"whole workbook wall time ({len(runs)} notebooks)", "all", total,
                                  B.WORKBOOK_SECONDS, "s", failed=not all(r.ok for r in runs)))
     if not args.skip_overhead:
-        measure_overhead(args.overhead_runs, args.overhead_epochs, report)
+        with stderr_to(out / "stderr.log"):
+            measure_overhead(args.overhead_runs, args.overhead_epochs, report)
 
     others = [r.others_cores for r in runs if r.others_cores == r.others_cores]
     report.machine["others_cores"] = statistics.mean(others) if others else float("nan")

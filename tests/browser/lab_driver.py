@@ -204,7 +204,7 @@ def start_lab(notebooks: list[Path], kernel_build_dir: Path, *, timeout: float =
 # Page helpers (Playwright sync API; `page` is a playwright Page)
 
 # One JS function reading the whole notebook's state from the DOM.
-NOTEBOOK_STATE_JS = """
+NOTEBOOK_STATE_JS = r"""
 () => {
   const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
   if (!panel) return null;
@@ -219,7 +219,7 @@ NOTEBOOK_STATE_JS = """
   const kname = panel.querySelector('.jp-Toolbar-kernelName');
   return {prompts, errors, kernelName: kname ? kname.textContent.trim() : '',
           running: prompts.filter(p => p.includes('*')).length,
-          executed: prompts.filter(p => /\\[\\d+\\]/.test(p)).length,
+          executed: prompts.filter(p => /\[\d+\]/.test(p)).length,
           cells: prompts.length,
           kernel: status ? (status.getAttribute('data-status') || '') : ''};
 }
@@ -390,12 +390,12 @@ def wait_for_new_output(panel, before: str, timeout_s: float) -> str:
     return output_snapshot(panel)
 
 
-LAST_RUN_CELL_JS = """
+LAST_RUN_CELL_JS = r"""
 () => {
   let best = null, bestN = -1;
   for (const cell of document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell')) {
     const p = cell.querySelector('.jp-InputArea-prompt');
-    const m = p && p.textContent.match(/\\[(\\d+)\\]/);
+    const m = p && p.textContent.match(/\[(\d+)\]/);
     if (m && +m[1] > bestN) { bestN = +m[1]; best = cell; }
   }
   if (best) best.scrollIntoView({block: 'start'});
