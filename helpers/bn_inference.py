@@ -10,6 +10,7 @@ walk `model.layers` in order.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from typing import Sequence
@@ -101,26 +102,53 @@ class ModeAccuracy:
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def compiled_call(model, training: bool):
-    """model(x, training=training) wrapped in a tf.function for any batch size
-    (traced once per model and mode; kept while the model lives)."""
+def compiled_call(model, training: bool, window_shape: tuple):
+    """model(x, training=training) wrapped in a tf.function for inputs (any N, *window_shape)
+    (traced once per model, mode and shape; kept while the model lives)."""
     import tensorflow as tf
     fns = _COMPILED.setdefault(model, {})
-    if training not in fns:
-        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
-        fns[training] = tf.function(lambda x: model(x, training=training), input_signature=[spec])
-    return fns[training]
+    key = (training, tuple(window_shape))
+    if key not in fns:
+        spec = tf.TensorSpec((None,) + tuple(window_shape), tf.float32)
+        fns[key] = tf.function(lambda x: model(x, training=training), input_signature=[spec])
+    return fns[key]
 
 
-def probabilities(model, x: np.ndarray, *, training: bool = False, batch_size: int = 512) -> np.ndarray:
+@contextlib.contextmanager
+def preserved_moving_statistics(model):
+    """Restore every BN layer's moving mean and variance on exit.
+
+    In Keras 3, *any* call with training=True — not only fit — updates the moving
+    statistics of trainable BN layers. A training-mode prediction is therefore not
+    free of side effects; wrap it in this context to keep the model unchanged.
+    """
+    from .batchnorm import bn_layers
+    saved = [(layer, np.array(layer.moving_mean.numpy()), np.array(layer.moving_variance.numpy())) for layer in bn_layers(model)]
+    try:
+        yield
+    finally:
+        for layer, mean, var in saved:
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(var)
+
+
+def probabilities(model, x: np.ndarray, *, training: bool = False, batch_size: int = 512,
+                  keep_statistics: bool = True) -> np.ndarray:
     """P(fault) for each window, (N,), calling model(batch, training=...) on consecutive
     batches of `batch_size` (through compiled_call, so batches of 1 are cheap).
+
     In training mode BN uses each batch's own statistics, so the result depends
-    on batch_size; no moving statistic is updated here.
+    on batch_size. Keras also updates the moving statistics on every such call
+    (and under training=False too, where a layer hard-codes training=True);
+    keep_statistics=True (default) restores them afterwards, False leaves the
+    model as Keras leaves it.
     """
-    fn = compiled_call(model, training)
     x = np.asarray(x, np.float32)
-    outs = [fn(x[i:i + batch_size]).numpy().reshape(-1) for i in range(0, len(x), batch_size)]
+    fn = compiled_call(model, training, x.shape[1:])
+    # even training=False can move them: a layer that hard-codes training=True inside call()
+    guard = preserved_moving_statistics(model) if keep_statistics else contextlib.nullcontext()
+    with guard:
+        outs = [fn(x[i:i + batch_size]).numpy().reshape(-1) for i in range(0, len(x), batch_size)]
     return np.concatenate(outs)
 
 
@@ -134,14 +162,15 @@ def layer_output(model, layer_name: str, x: np.ndarray, *, training: bool) -> np
     """The output of one named layer for inputs x (one call, x is one batch):
     (N, ...) as the layer emits it — (N, T', F) for a conv BN, (N, F) for a dense BN."""
     import keras
-    probe = keras.Model(model.inputs, model.get_layer(layer_name).output)
-    return np.asarray(probe(np.asarray(x, np.float32), training=training))
+    probe = keras.Model(model.input, model.get_layer(layer_name).output)
+    with preserved_moving_statistics(model):  # a training-mode call would move them
+        return np.asarray(probe(np.asarray(x, np.float32), training=training))
 
 
 def layer_input(model, layer_name: str, x: np.ndarray) -> np.ndarray:
     """The input of one named layer in inference mode: (N, ...)."""
     import keras
-    probe = keras.Model(model.inputs, model.get_layer(layer_name).input)
+    probe = keras.Model(model.input, model.get_layer(layer_name).input)
     return np.asarray(probe(np.asarray(x, np.float32), training=False))
 
 
@@ -310,6 +339,34 @@ def stream_latency(predict_one, windows: np.ndarray, *, warmup: int = 5) -> dict
             "median_ms": float(np.median(seconds) * 1e3), "p95_ms": float(np.percentile(seconds, 95) * 1e3)}
 
 
+def interleaved_stream_latency(predictors: dict, windows: np.ndarray, *, warmup: int = 5) -> dict:
+    """stream_latency for several predictors at once, taking turns window by window.
+
+    predictors: name -> predict_one. On a shared, noisy machine interleaving makes
+    the comparison fair: a burst of load hits every predictor alike.
+    Returns name -> the stream_latency() dict.
+    """
+    import tensorflow as tf
+    windows = np.asarray(windows, np.float32)
+    for fn in predictors.values():
+        for w in windows[:warmup]:
+            fn(tf.constant(w[None])).numpy()
+    probs = {name: [] for name in predictors}
+    seconds = {name: [] for name in predictors}
+    for w in windows:
+        for name, fn in predictors.items():
+            t0 = time.perf_counter()
+            p = fn(tf.constant(w[None])).numpy()
+            seconds[name].append(time.perf_counter() - t0)
+            probs[name].append(float(p.reshape(-1)[0]))
+    out = {}
+    for name in predictors:
+        sec = np.asarray(seconds[name])
+        out[name] = {"probabilities": np.asarray(probs[name]), "seconds": sec,
+                     "median_ms": float(np.median(sec) * 1e3), "p95_ms": float(np.percentile(sec, 95) * 1e3)}
+    return out
+
+
 def batched_ms_per_window(model, windows: np.ndarray, *, batch_size: int = 256, repeats: int = 3) -> float:
     """Best-of-`repeats` milliseconds per window when windows (K, T, C) go through a
     tf.function in batches of batch_size (throughput, not latency)."""
@@ -352,7 +409,8 @@ def window_in_batch(model, x: np.ndarray, y: np.ndarray, window: int, batch_size
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     idx = batch_mates(len(x), window, batch_size, seed)
-    probs = compiled_call(model, mode == "training")(np.asarray(x[idx], np.float32)).numpy().reshape(-1)
+    with preserved_moving_statistics(model):
+        probs = compiled_call(model, mode == "training", x.shape[1:])(np.asarray(x[idx], np.float32)).numpy().reshape(-1)
     return {"probability": float(probs[0]), "batch": probs, "labels": np.asarray(y)[idx],
             "rank": int(np.sum(probs[1:] < probs[0])), "indices": idx}
 
@@ -389,6 +447,36 @@ def plot_window_in_batch(model, x: np.ndarray, y: np.ndarray, window: int, batch
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2, fontsize=8)
     plt.show()
     return out
+
+
+def window_in_batch_table(model, x: np.ndarray, y: np.ndarray, window: int, batch_size: int, mode: str,
+                          seed: int = 0, bins: int = 10, reference: float | None = None) -> Table:
+    """The widget's view: where the chosen window's P(fault) sits among its batch-mates,
+    as a histogram table (one row per probability bin, the window's bin highlighted).
+
+    Cheap to draw (no figure), so a widget built on it responds at once even on a
+    busy machine. reference: the window's inference-mode probability, shown in the title.
+    """
+    out = window_in_batch(model, x, y, window, batch_size, mode, seed)
+    mates, labels = out["batch"][1:], out["labels"][1:]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    chosen_bin = min(int(out["probability"] * bins), bins - 1)
+    rows = []
+    for b in range(bins):
+        upper = edges[b + 1] if b < bins - 1 else 1.0 + 1e-9
+        inside = (mates >= edges[b]) & (mates < upper)
+        n_normal, n_fault = int(np.sum(inside & (labels == 0))), int(np.sum(inside & (labels == 1)))
+        marker = f"◀ window {window}" if b == chosen_bin else ""
+        rows.append([f"{edges[b]:.1f}–{edges[b + 1]:.1f}", n_normal, n_fault,
+                     "▪" * n_normal + "▴" * n_fault if batch_size <= 64 else
+                     "▪" * int(np.ceil(n_normal / 4)) + "▴" * int(np.ceil(n_fault / 4)), marker])
+    truth = "fault" if y[window] == 1 else "normal"
+    ref = f"; inference-mode value {reference:.3f}" if reference is not None else ""
+    title = (f"window {window} ({truth}), {mode} mode, batch of {batch_size}: P(fault) = {out['probability']:.3f}, "
+             f"above {out['rank']} of {len(mates)} batch-mates{ref}")
+    bar_note = "batch-mates (▪ normal, ▴ fault" + (")" if batch_size <= 64 else ", one mark per 4)")
+    return Table(["P(fault) bin", "normal mates", "fault mates", bar_note, "chosen window"], rows[::-1],
+                 title=title, highlight=[bins - 1 - chosen_bin])
 
 
 def accuracy_table(rows: Sequence[tuple[str, str, float]], title: str) -> Table:
