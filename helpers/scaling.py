@@ -107,22 +107,32 @@ def softmax_lr(logits: np.ndarray) -> np.ndarray:
 
 
 def steps_to_target_sweep(xa, y, xa_test, y_test, *, batches: Sequence[int], learning_rates: Sequence[float],
-                          target: float, max_steps: int, seed: int, progress: bool = True) -> list[dict]:
-    """For each batch size, steps to target at each learning rate; keeps the best.
+                          target: float, max_steps: int, seed: int, repeats: int = 3,
+                          progress: bool = True) -> list[dict]:
+    """For each batch size, mean steps to target over `repeats` data orders at each rate; keeps the best.
 
-    Returns one record per batch: batch, best_lr, steps (None if no rate reached
-    the target), and steps_by_lr {lr: steps or None}.
+    A rate counts only if every repeat reaches the target within max_steps.
+    Returns one record per batch: batch, best_lr, steps (mean over repeats at the
+    best rate, None if no rate reached the target), and steps_by_lr {lr: mean or None}.
     """
     from tqdm.auto import tqdm
     rows = []
-    for b in tqdm(batches, desc="steps-to-target sweep", disable=not progress):
-        by_lr = dict(zip(learning_rates, steps_to_target(xa, y, xa_test, y_test, batch=b,
-                                                         learning_rates=learning_rates, target=target,
-                                                         max_steps=max_steps, seed=seed)))
+    bar = tqdm(total=len(batches) * repeats, desc="steps-to-target sweep", disable=not progress)
+    for b in batches:
+        runs = []
+        for r in range(repeats):
+            runs.append(steps_to_target(xa, y, xa_test, y_test, batch=b, learning_rates=learning_rates,
+                                        target=target, max_steps=max_steps, seed=seed * 1000 + r))
+            bar.update(1)
+        by_lr = {}
+        for j, lr in enumerate(learning_rates):
+            got = [run[j] for run in runs]
+            by_lr[lr] = None if any(g is None for g in got) else float(np.mean(got))
         reached = {lr: s for lr, s in by_lr.items() if s is not None}
         best = min(reached, key=reached.get) if reached else None
         rows.append({"batch": b, "best_lr": best, "steps": reached.get(best) if best else None,
                      "steps_by_lr": by_lr})
+    bar.close()
     return rows
 
 
