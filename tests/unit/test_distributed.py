@@ -170,3 +170,14 @@ def test_run_in_child_returns_the_result_and_propagates_errors():
 def test_build_model_rejects_unknown_kind():
     with pytest.raises(ValueError):
         dist.build_model("resnet")
+
+
+def test_sweep_keeps_the_fastest_rate_that_always_reaches_the_target():
+    x, y = _data(200)
+    xa = scaling.augment(x)
+    rows = scaling.steps_to_target_sweep(xa, y, xa, y, batches=[10, 40], learning_rates=[1e-6, 2.0], target=0.3,
+                                         max_steps=150, seed=0, repeats=2, progress=False)
+    assert [r["batch"] for r in rows] == [10, 40]
+    for r in rows:
+        assert r["steps_by_lr"][1e-6] is None          # a rate that never gets there is not picked
+        assert r["best_lr"] == 2.0 and r["steps"] == r["steps_by_lr"][2.0]
