@@ -51,19 +51,21 @@ def conv1d_bn_model(window_length: int, channels: int, *, filters: Sequence[int]
     return model
 
 
-def train_tracked(data, *, momentum: float, epochs: int, batch_size: int, seed: int, desc: str | None = None):
+def train_tracked(data, *, momentum: float, epochs: int, batch_size: int, seed: int, desc: str | None = None,
+                  train_epochs=None):
     """Build conv1d_bn_model(momentum) from `seed` and fit it on data.x_train/y_train.
 
     data: a helpers.timeseries.Windows. Re-seeding first gives every call the same
     initial weights and batch order, so two momenta differ only in their moving
     statistics. Returns (model, curves): curves holds the per-epoch lists of
-    ModeAccuracy plus "fit_accuracy" (what fit logs, training mode) and "seconds".
+    ModeAccuracy (train_epochs as there) plus "fit_accuracy" (what fit logs,
+    training mode) and "seconds".
     """
     import keras
     from .training import train
     keras.utils.set_random_seed(seed)
     model = conv1d_bn_model(data.window_length, data.channels, momentum=momentum)
-    tracker = ModeAccuracy(data.x_train, data.y_train, data.x_test, data.y_test, batch_size)
+    tracker = ModeAccuracy(data.x_train, data.y_train, data.x_test, data.y_test, batch_size, train_epochs)
     hist = train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
                  desc=desc or f"BN momentum {momentum}", callbacks=[tracker.callback()])
     curves = dict(tracker.curves, fit_accuracy=hist.metrics["accuracy"], seconds=hist.seconds)
@@ -78,9 +80,12 @@ class ModeAccuracy:
     Use `.callback()` in fit; read `.curves` (name -> list per epoch) afterwards.
     """
 
-    def __init__(self, x_train, y_train, x_test, y_test, batch_size: int):
+    def __init__(self, x_train, y_train, x_test, y_test, batch_size: int, train_epochs=None):
+        """train_epochs: the 1-based epochs at which to score the training windows too
+        (None: every epoch); other epochs get NaN there — it is the costly pass."""
         self.data = (x_train, y_train, x_test, y_test)
         self.batch_size = batch_size
+        self.train_epochs = None if train_epochs is None else set(train_epochs)
         self.curves = {"test_inference": [], "test_training_mode": [], "train_inference": []}
 
     def callback(self):
@@ -93,7 +98,9 @@ class ModeAccuracy:
                 owner.curves["test_inference"].append(accuracy(self.model, x_te, y_te, batch_size=512))
                 owner.curves["test_training_mode"].append(
                     accuracy(self.model, x_te, y_te, training=True, batch_size=owner.batch_size))
-                owner.curves["train_inference"].append(accuracy(self.model, x_tr, y_tr, batch_size=512))
+                wanted = owner.train_epochs is None or (epoch + 1) in owner.train_epochs
+                owner.curves["train_inference"].append(
+                    accuracy(self.model, x_tr, y_tr, batch_size=512) if wanted else float("nan"))
 
         return _Curves()
 

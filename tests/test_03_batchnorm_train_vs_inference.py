@@ -59,6 +59,7 @@ def test_deployment_and_keras_semantics(findings, seed):
     assert f["frozen_bn_training_true_vs_inference_max_abs_diff"] <= 1e-5
     assert f["frozen_bn_moving_statistics_change"] == 0.0
     assert f["subclassed_propagated_batch_diff"] <= 1e-5
+    assert f["subclassed_propagated_training_batch_diff"] >= 0.1
     assert f["bn_dense_variance_error_after_training_mode_stream"] >= 0.85
     assert (f["confident_share_after_training_mode_stream"]
             >= f["confident_share_before_training_mode_stream"] + 0.4)
