@@ -2,7 +2,7 @@
 
 What the lesson measures, as plain functions with explicit arguments and seeds:
 
-    ink_feature(x)                       one number per image: the quantity the estimator study samples
+    class_dependent_pixel(x, y)          one number per image: the quantity the estimator study samples
     estimator_trials(...)                Monte Carlo draws of batch means / biased variances
     estimator_table(...)                 ratio E[biased var] / true var per batch size, with standard errors
     numpy_vs_keras(...)                  the NumPy reference BN against keras.layers.BatchNormalization
@@ -34,18 +34,35 @@ NORM_LABELS = {"batch": "BatchNorm", "group": "GroupNorm", "layer": "LayerNorm",
 # Batch renormalization clipping as in the probe: r in [1/3, 3], |d| <= 5.
 RENORM_CLIPPING = {"rmin": 1.0 / 3.0, "rmax": 3.0, "dmax": 5.0}
 
+# Wu & He 2018 (Group Normalization), Table 2: ResNet-50 ImageNet validation error (%) by batch per GPU.
+GN_PAPER_ERROR = {"batch per GPU": [32, 16, 8, 4, 2], "BN": [23.6, 23.7, 24.8, 27.3, 34.7],
+                  "GN": [24.1, 24.2, 24.0, 24.2, 24.1]}
+
 
 # ---------------------------------------------------------------- the estimator
 
 
-def ink_feature(x: np.ndarray) -> np.ndarray:
-    """Mean pixel intensity ("ink") of each image: x (N, H, W, C) -> (N,) float64.
+def between_class_share(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Fraction of each column's variance that lies between class means: values (N, F) -> (F,).
 
-    A scalar that differs between classes, so same-class batches see less of
-    its spread than i.i.d. batches do.
+    1 - (class-size-weighted within-class variance) / total variance; 0 for constant columns.
     """
-    x = np.asarray(x, np.float64)
-    return x.reshape(len(x), -1).mean(axis=1)
+    values = np.asarray(values, np.float64)
+    total = values.var(axis=0)
+    within = sum(np.mean(labels == c) * values[labels == c].var(axis=0) for c in np.unique(labels))
+    return np.where(total > 1e-12, 1.0 - within / np.maximum(total, 1e-12), 0.0)
+
+
+def class_dependent_pixel(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, tuple[int, int], float]:
+    """The pixel whose intensity differs most between classes, as a BN channel might see it.
+
+    x (N, H, W, 1), labels (N,) -> (values (N,) float64, (row, col), between-class share of its variance).
+    Same-class batches see only the within-class part of its variance.
+    """
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    share = between_class_share(flat, labels)
+    k = int(np.argmax(share))
+    return flat[:, k], (k // x.shape[2], k % x.shape[2]), float(share[k])
 
 
 def estimator_trials(values: np.ndarray, labels: np.ndarray, batch_size: int, trials: int,
@@ -76,8 +93,9 @@ def estimator_trials(values: np.ndarray, labels: np.ndarray, batch_size: int, tr
 def estimator_table(values: np.ndarray, labels: np.ndarray, batch_sizes: Sequence[int], trials: int,
                     rng: np.random.Generator, order: str = "iid") -> Table:
     """Per batch size m: the measured E[biased var]/true var, its standard error, the m/(m-1)
-    corrected ratio and its standard error, the theory (m-1)/m, and the relative spread
-    (standard deviation) of the batch mean and of the batch variance. values, labels: (N,).
+    corrected ratio and its standard error, the theory (m-1)/m, the spread (standard deviation)
+    of the batch mean in population sds, and the coefficient of variation (sd / mean) of the
+    batch variance (sqrt(2/(m-1)) for normal data). values, labels: (N,).
     """
     values = np.asarray(values, np.float64)
     true_mean, true_var = values.mean(), values.var()
@@ -90,10 +108,10 @@ def estimator_table(values: np.ndarray, labels: np.ndarray, batch_sizes: Sequenc
         se = ratio.std(ddof=1) / np.sqrt(trials)
         rows.append([m, (m - 1) / m, float(ratio.mean()), float(se), float(corrected.mean()),
                      float(se * m / (m - 1)), float(np.std(means - true_mean) / true_sd),
-                     float(ratio.std())])
+                     float(ratio.std() / ratio.mean())])
     return Table(["batch size m", "theory (m-1)/m", "E[biased var]/var", "std error",
                   "E[corrected var]/var", "corrected std error", "sd of batch mean / sd",
-                  "sd of batch var / var"], rows, title=f"Batch estimators, {ORDER_LABELS[order]} batches")
+                  "sd of batch var / its mean"], rows, title=f"Batch estimators, {ORDER_LABELS[order]} batches")
 
 
 def plus_minus_one(rng: np.random.Generator, channels: int = 6, eps: float = 0.0) -> np.ndarray:
@@ -170,33 +188,54 @@ def kept_bn_statistics(model):
 
 
 @contextlib.contextmanager
-def scaled_moving_variance(model, factor: float):
-    """Multiply every BN layer's moving_variance by `factor` inside the block (e.g. m/(m-1))."""
+def scaled_moving_variance(model, factors: Sequence[float] | float):
+    """Multiply each BN layer's moving_variance by its factor inside the block (one float: all layers)."""
+    layers = bn_layers(model)
+    if np.isscalar(factors):
+        factors = [float(factors)] * len(layers)
     with kept_bn_statistics(model):
-        for layer in bn_layers(model):
-            layer.moving_variance.assign(np.asarray(layer.moving_variance) * factor)
+        for layer, f in zip(layers, factors):
+            layer.moving_variance.assign(np.asarray(layer.moving_variance) * f)
         yield
 
 
-def test_accuracy(model, x: np.ndarray, y: np.ndarray, *, training: bool = False, batch_size: int = 512,
-                  seed: int = 0) -> float:
+def bn_sample_counts(model, batch_size: int) -> list[int]:
+    """Values per channel each BN layer averages over in one training step: batch_size x positions.
+
+    A dense BN sees batch_size values per channel; a conv BN on an (H, W, C) map sees
+    batch_size * H * W — so Bessel's m/(m-1) is a different number for every layer.
+    """
+    return [int(batch_size * np.prod(layer.input.shape[1:-1])) for layer in bn_layers(model)]
+
+
+def _train_mode_fn(model):
+    """model(x, training=True) as one traced function, cached on the model (eager calls are slow)."""
+    fn = getattr(model, "_lesson02_train_mode", None)
+    if fn is None:
+        import tensorflow as tf
+        fn = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+        model._lesson02_train_mode = fn
+    return fn
+
+
+def accuracy_in_mode(model, x: np.ndarray, y: np.ndarray, *, training: bool = False, batch_size: int = 512,
+                  order: str = "iid", seed: int = 0) -> float:
     """Accuracy on x (N, 8, 8, 1), y (N,).
 
-    training=True: BN uses the statistics of shuffled test batches of `batch_size`
-    (a trailing partial batch is dropped: Keras BN on one sample returns beta);
-    the model's moving statistics are left untouched.
+    training=True: BN uses the statistics of each test batch of `batch_size`, the
+    batches cut in `order` ("iid" shuffled, or "grouped": same-class batches);
+    partial batches are dropped (Keras BN on one sample returns beta). The
+    model's moving statistics are left untouched.
     """
     if not training:
         pred = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
                                for i in range(0, len(x), batch_size)])
         return float(np.mean(pred.argmax(-1) == y))
-    order = np.random.default_rng(seed).permutation(len(x))
-    n = len(x) // batch_size * batch_size
-    order = order[:n]
+    batches = epoch_batches(y, batch_size, order, np.random.default_rng(seed), drop_remainder=True)
+    fn = _train_mode_fn(model)
     with kept_bn_statistics(model):
-        pred = np.concatenate([np.asarray(model(x[order[i:i + batch_size]], training=True))
-                               for i in range(0, n, batch_size)])
-    return float(np.mean(pred.argmax(-1) == y[order]))
+        pred = np.concatenate([np.asarray(fn(x[b])) for b in batches])
+    return float(np.mean(pred.argmax(-1) == y[np.concatenate(batches)]))
 
 
 # ------------------------------------------------------------------ training
@@ -243,7 +282,8 @@ class RunResult:
     acc_train_mode: float                   # training mode on test batches of batch_size
     acc_precise: float | None = None        # BN only: after precise BN (population statistics)
     precise_seconds: float | None = None
-    acc_corrected: float | None = None      # BN only: moving variance x m/(m-1)
+    acc_corrected: float | None = None      # BN only: moving variance x m/(m-1), m = batch size, every layer
+    acc_corrected_per_layer: float | None = None  # BN only: x n/(n-1), n = values per channel of each layer
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -300,16 +340,18 @@ class Sweep:
         model, steps, seconds = self.train(norm, order, batch_size)
         xt, yt = self.x_test, self.y_test
         res = RunResult(norm, order, batch_size, self.epochs, self.learning_rate, steps, seconds,
-                        test_accuracy(model, xt, yt), test_accuracy(model, xt, yt, training=True,
+                        accuracy_in_mode(model, xt, yt), accuracy_in_mode(model, xt, yt, training=True,
                                                                     batch_size=batch_size, seed=self.seed))
         if norm == "batch":
             with scaled_moving_variance(model, batch_size / (batch_size - 1)):
-                res.acc_corrected = test_accuracy(model, xt, yt)
+                res.acc_corrected = accuracy_in_mode(model, xt, yt)
+            with scaled_moving_variance(model, [n / (n - 1) for n in bn_sample_counts(model, batch_size)]):
+                res.acc_corrected_per_layer = accuracy_in_mode(model, xt, yt)
             if precise:
                 t0 = time.perf_counter()
                 precise_bn(model, self.x_train)
                 res.precise_seconds = time.perf_counter() - t0
-                res.acc_precise = test_accuracy(model, xt, yt)
+                res.acc_precise = accuracy_in_mode(model, xt, yt)
         self.results[res.key] = res
         return res
 
@@ -376,12 +418,13 @@ def plot_estimator_spread(iid: Table, finding: str | None = None):
     fig, ax = figure(finding=finding, width=7.0, height=4.0)
     m = np.array(iid.column("batch size m"), float)
     ax.plot(m, iid.column("sd of batch mean / sd"), "o-", label="batch mean: sd / population sd")
-    ax.plot(m, iid.column("sd of batch var / var"), "s-", label="batch variance: sd / population variance")
+    ax.plot(m, iid.column("sd of batch var / its mean"), "s-", label="batch variance: sd / its mean")
     ax.plot(m, 1 / np.sqrt(m), color="0.5", ls=":", label="1/√m")
+    ax.plot(m, np.sqrt(2 / (m - 1)), color="0.5", ls="--", label="√(2/(m−1)) (normal data)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size m (samples, log scale)")
-    ax.set_ylabel("relative spread (sd, log scale)")
+    ax.set_ylabel("relative spread (log scale)")
     ax.legend()
     return fig
 
@@ -408,24 +451,72 @@ def plot_sweep(results: Sequence[RunResult], batch_sizes: Sequence[int], finding
 
 
 def plot_orders(results: dict, batch_sizes: Sequence[int], finding: str | None = None):
-    """BN vs GN test accuracy against batch size for i.i.d. and same-class batches. results: Sweep.results."""
+    """BN vs GN test accuracy against batch size for i.i.d. and same-class batches. results: Sweep.results.
+
+    BN is plotted after precise BN, so the curves compare what the weights learned,
+    not how far the moving averages had converged.
+    """
     from .plotting import figure
     fig, ax = figure(finding=finding, width=7.5, height=4.2)
     for norm, color in (("batch", "C0"), ("group", "C1")):
         for order, style in (("iid", "o-"), ("grouped", "s--")):
             bs = [b for b in batch_sizes if (norm, order, b) in results]
-            ax.plot(bs, [results[(norm, order, b)].acc for b in bs], style, color=color,
-                    label=f"{NORM_LABELS[norm]}, {ORDER_LABELS[order]}")
+            acc = [results[(norm, order, b)].acc_precise if norm == "batch" else results[(norm, order, b)].acc
+                   for b in bs]
+            label = NORM_LABELS[norm] + (" (precise BN)" if norm == "batch" else "")
+            ax.plot(bs, acc, style, color=color, label=f"{label}, {ORDER_LABELS[order]}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(batch_sizes), [str(b) for b in batch_sizes])
     ax.set_xlabel("batch size (samples per step)")
     ax.set_ylabel("test accuracy (inference mode)")
     ax.set_ylim(0, 1.02)
-    ax.legend(loc="lower right")
+    ax.legend(loc="center right")
     return fig
 
 
 # ------------------------------------------------------------------ widget
+
+
+def svg_histogram(values: np.ndarray, *, bins: int, value_range: tuple[float, float], title: str, xlabel: str,
+                  ylabel: str, markers: Sequence[tuple[float, str, str]] = (), color: str = "#1f77b4",
+                  width: int = 640, height: int = 250) -> str:
+    """A histogram of values (N,) as an SVG string: bars, axes with ticks and labels, a title,
+    and vertical markers [(x, colour, legend text)].
+
+    Drawn by hand because the widget must redraw in well under 0.3 s even on a busy
+    machine; rendering a matplotlib figure to PNG takes 0.1–1 s there.
+    """
+    import html
+    lo, hi = value_range
+    counts, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
+    left, right, top, bottom = 60, 16, 34, 44
+    pw, ph = width - left - right, height - top - bottom
+    ymax = max(int(counts.max()), 1)
+    sx = lambda v: left + (v - lo) / (hi - lo) * pw  # noqa: E731
+    sy = lambda c: top + ph - c / ymax * ph  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="11">',
+           f'<text x="{width / 2}" y="16" text-anchor="middle" font-weight="bold" font-size="12">'
+           f'{html.escape(title)}</text>']
+    for c, e0, e1 in zip(counts, edges[:-1], edges[1:]):
+        if c:
+            out.append(f'<rect x="{sx(e0):.1f}" y="{sy(c):.1f}" width="{sx(e1) - sx(e0):.1f}" '
+                       f'height="{top + ph - sy(c):.1f}" fill="{color}" fill-opacity="0.75"/>')
+    out.append(f'<path d="M{left},{top} V{top + ph} H{left + pw}" stroke="black" fill="none"/>')
+    for t in np.linspace(lo, hi, 5):
+        out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="black"/>'
+                   f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{t:g}</text>')
+    for c in np.linspace(0, ymax, 3):
+        out.append(f'<text x="{left - 6}" y="{sy(c) + 4:.1f}" text-anchor="end">{int(c):,}</text>')
+    for i, (x, col, label) in enumerate(markers):
+        out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{top + ph}" stroke="{col}" '
+                   f'stroke-width="2" stroke-dasharray="{"none" if i == 0 else "5,3"}"/>'
+                   f'<text x="{left + pw - 4}" y="{top + 14 + 14 * i}" text-anchor="end" fill="{col}">'
+                   f'{html.escape(label)}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{html.escape(xlabel)}</text>'
+               f'<text transform="translate(14,{top + ph / 2}) rotate(-90)" text-anchor="middle">'
+               f'{html.escape(ylabel)}</text></svg>')
+    return "".join(out)
 
 
 def estimator_panel(values: np.ndarray, labels: np.ndarray, results: Sequence[RunResult], batch_size: int,
@@ -433,26 +524,24 @@ def estimator_panel(values: np.ndarray, labels: np.ndarray, results: Sequence[Ru
     """Widget function: histogram of the batch variance at this batch size and order (live Monte
     Carlo, `trials` draws), plus the sweep table with the matching rows highlighted.
 
-    values, labels: (N,). Draws the figure and returns the Table.
+    values, labels: (N,). Displays the histogram (SVG) and returns the Table.
     """
-    import matplotlib.pyplot as plt
-    from .plotting import figure
+    from IPython.display import SVG, display
     rng = np.random.default_rng(seed)
     true_var = np.asarray(values, np.float64).var()
     _, variances = estimator_trials(values, labels, batch_size, trials, rng, order)
     ratio = variances / true_var
     m = batch_size
-    fig, ax = figure(finding=f"{ORDER_LABELS[order]} batches of {m}: E[batch var] = {ratio.mean():.2f} × true "
-                             f"(theory for i.i.d.: {(m - 1) / m:.2f})", width=7.5, height=3.4)
-    ax.hist(np.minimum(ratio, 4.0), bins=80, range=(0, 4.0), color="C0" if order == "iid" else "C3", alpha=0.8)
-    ax.axvline(ratio.mean(), color="k", lw=2, label=f"measured mean {ratio.mean():.3f}")
-    ax.axvline((m - 1) / m, color="0.5", ls="--", label=f"(m−1)/m = {(m - 1) / m:.3f}")
-    ax.axvline(1.0, color="0.5", ls=":", label="true variance")
-    ax.set_xlabel("batch variance / true variance (clipped at 4)")
-    ax.set_ylabel(f"batches (of {trials:,})")
-    ax.legend()
-    plt.show()
+    display(SVG(svg_histogram(
+        ratio, bins=60, value_range=(0.0, 4.0),
+        title=f"{ORDER_LABELS[order]} batches of {m}: E[batch var] = {ratio.mean():.2f} × true "
+              f"(i.i.d. theory {(m - 1) / m:.2f})",
+        xlabel="batch variance / true variance (clipped at 4)", ylabel=f"batches (of {trials:,})",
+        markers=[(ratio.mean(), "black", f"measured mean {ratio.mean():.3f}"),
+                 ((m - 1) / m, "#777777", f"(m−1)/m = {(m - 1) / m:.3f}"),
+                 (1.0, "#bbbbbb", "true variance = 1")],
+        color="#1f77b4" if order == "iid" else "#d62728")))
     table = sweep_table(results, highlight=(order, m), title=f"Sweep rows for {ORDER_LABELS[order]} batches of {m}"
                         + ("" if any((r.order, r.batch_size) == (order, m) for r in results)
                            else " (not in the sweep)"))
-    return table  # ipywidgets.interactive displays the returned table under the figure
+    return table  # ipywidgets.interactive displays the returned table under the histogram
