@@ -25,7 +25,7 @@ from .tables import Table
 
 def snapshot_statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:
     """Copies of (moving_mean, moving_variance), (C,) each, for every BN layer."""
-    return [(np.array(l.moving_mean), np.array(l.moving_variance)) for l in bn_layers(model)]
+    return [(np.asarray(l.moving_mean).copy(), np.asarray(l.moving_variance).copy()) for l in bn_layers(model)]
 
 
 def assign_statistics(model, stats) -> None:
@@ -58,11 +58,19 @@ def training_mode_accuracy(model, x, y, *, batch_size: int = 32) -> float:
 
 # --- exact ("precise") statistics without touching the model ----------------------------------
 
-def bn_input_probe(model):
-    """A Keras model sharing `model`'s layers whose outputs are every BN layer's input."""
+def bn_input_probe(model, *, compiled: bool = False):
+    """A function x (N, ...) -> [input of each BN layer], sharing `model`'s layers, inference mode.
+
+    compiled=True wraps it in one tf.function (traced once; it reads the variables at
+    every call, so later assignments are seen): much faster when called repeatedly.
+    """
     import keras
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, [l.input for l in bn_layers(model)])
+    probe = keras.Model(inputs, [l.input for l in bn_layers(model)])
+    if not compiled:
+        return lambda x: probe(x, training=False)
+    import tensorflow as tf
+    return tf.function(lambda x: probe(x, training=False), reduce_retracing=True)
 
 
 def exact_statistics(model, x, *, probe=None, batch_size: int = 1024) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -74,12 +82,14 @@ def exact_statistics(model, x, *, probe=None, batch_size: int = 1024) -> list[tu
     """
     probe = probe or bn_input_probe(model)
     layers = bn_layers(model)
+    if len(layers) == 0:
+        return []
     exact = []
     with preserved_statistics(model):
         for k, layer in enumerate(layers):
             outs = []
             for i in range(0, len(x), batch_size):
-                out = probe(x[i:i + batch_size], training=False)
+                out = probe(x[i:i + batch_size])
                 outs.append(np.asarray(out[k] if isinstance(out, (list, tuple)) else out))
             mean, var = batch_statistics(np.concatenate(outs), unbiased=True)
             exact.append((mean, var))
@@ -115,7 +125,7 @@ def kernel_norm(model) -> float:
     return float(np.linalg.norm(bn_kernels(model)))
 
 
-def statistics_tracker(x_reference, *, every: int = 5):
+def statistics_tracker(x_reference, *, every: int = 5, statistics: bool = True):
     """A Keras callback that, every `every` training steps, records the distance of the
     moving statistics from the exact statistics of the current (fixed) weights on
     x_reference (N, ...), and the kernel norm. Read `.records` (list of dicts) or `.table`.
@@ -128,10 +138,12 @@ def statistics_tracker(x_reference, *, every: int = 5):
             self.records, self.step, self.probe, self.previous = [], 0, None, None
 
         def _measure(self):
-            if self.probe is None:
-                self.probe = bn_input_probe(self.model)
-            exact = exact_statistics(self.model, x_reference, probe=self.probe)
-            err = statistics_errors(snapshot_statistics(self.model), exact)
+            err = {"var_rel_error": float("nan"), "mean_error_in_sd": float("nan")}
+            if statistics:
+                if self.probe is None:
+                    self.probe = bn_input_probe(self.model, compiled=True)
+                exact = exact_statistics(self.model, x_reference, probe=self.probe, batch_size=4096)
+                err = statistics_errors(snapshot_statistics(self.model), exact)
             w = bn_kernels(self.model)
             change = (float(np.linalg.norm(w - self.previous) / np.linalg.norm(self.previous))
                       if self.previous is not None else float("nan"))
@@ -295,40 +307,68 @@ def simulate_running_variance(*, momentum: float, batch_size: int, last_batch: i
     """
     rng = np.random.default_rng(seed)
     sizes = [batch_size] * full_batches + ([last_batch] if last_batch > 0 else [])
-    steps = sizes * epochs
+    n = np.array(sizes * epochs)[:, None] * samples_per_channel  # values per channel in each step
+    # biased variance of n Gaussian values: sigma^2 * chi2(n - 1) / n (exactly 0 when n == 1)
+    chi2 = rng.chisquare(np.maximum(n - 1, 1), size=(len(n), channels))
+    batch_var = np.where(n > 1, true_variance * chi2 / n, 0.0)
     moving = np.full(channels, float(initial_variance))
-    error = np.empty(len(steps))
-    for t, b in enumerate(steps):
-        # biased variance of b * samples_per_channel Gaussian values: sigma^2 * chi2(n-1) / n
-        n = b * samples_per_channel
-        batch_var = true_variance * rng.chisquare(n - 1, size=channels) / n if n > 1 else np.zeros(channels)
-        moving = momentum * moving + (1.0 - momentum) * batch_var
-        error[t] = np.mean(np.abs(moving - true_variance)) / true_variance
-    last_steps = np.arange(len(sizes) - 1, len(steps), len(sizes)) if last_batch > 0 else np.array([], int)
+    error = np.empty(len(n))
+    for t in range(len(n)):
+        moving = momentum * moving + (1.0 - momentum) * batch_var[t]
+        error[t] = np.abs(moving - true_variance).mean()
+    error /= true_variance
+    last_steps = np.arange(len(sizes) - 1, len(n), len(sizes)) if last_batch > 0 else np.array([], int)
     return Simulation(error=error, last_steps=last_steps, steps_per_epoch=len(sizes))
 
 
-def plot_simulated_error(momentum: float = 0.99, last_batch: int = 1, batch_size: int = 32, epochs: int = 3,
-                         full_batches: int = 44, seed: int = 0):
-    """Widget body: simulated moving-variance error over steps, last batch kept vs dropped.
+def simulation_view(*, batch_size: int = 32, full_batches: int = 44, seed: int = 0, true_variance: float = 0.05):
+    """A widget body: view(momentum, last_batch, epochs) draws the simulated moving-variance
+    error over steps, last batch kept vs dropped, and shows it as a PNG.
 
-    Draws one figure (a dense-layer channel: one value per sample) and returns nothing.
+    The figure is created once and only its lines are updated, so a redraw is cheap.
+    Returns the plain function (callable without widgets); it also returns the
+    final errors (kept, dropped) for tests.
     """
-    from .plotting import figure
-    kept = simulate_running_variance(momentum=momentum, batch_size=batch_size, last_batch=last_batch,
-                                     full_batches=full_batches, epochs=epochs, seed=seed)
-    dropped = simulate_running_variance(momentum=momentum, batch_size=batch_size, last_batch=0,
-                                        full_batches=full_batches, epochs=epochs, seed=seed)
-    title = (f"momentum {momentum:g}, last batch {last_batch}: final error {kept.error[-1]:.3f} kept "
-             f"vs {dropped.error[-1]:.3f} dropped")
-    fig, ax = figure(finding=title)
-    ax.plot(np.arange(1, len(kept.error) + 1), kept.error, label=f"last batch of {last_batch} kept")
-    ax.plot(np.arange(1, len(dropped.error) + 1), dropped.error, "--", label="last batch dropped")
-    if len(kept.last_steps):
-        ax.plot(kept.last_steps + 1, kept.error[kept.last_steps], "o", color="C3", label="after a last-batch update")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("moving variance: relative error")
-    ax.legend()
-    import matplotlib.pyplot as plt
-    plt.show()
+    import io
+    import matplotlib
+    import matplotlib.ticker
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from .plotting import STYLE
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(6.4, 3.4), dpi=72)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        kept_line, = ax.plot([], [], label="last batch kept")
+        drop_line, = ax.plot([], [], "--", label="last batch dropped")
+        dots, = ax.plot([], [], "o", color="C3", ms=4, label="right after a last-batch update")
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # fewer ticks: a cheaper redraw
+        ax.grid(False)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("moving variance: relative error")
+        ax.legend(loc="upper right")
+        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.88)
+
+    def view(momentum: float = 0.99, last_batch: int = 1, epochs: int = 3):
+        from IPython.display import Image, display
+        kept = simulate_running_variance(momentum=momentum, batch_size=batch_size, last_batch=last_batch,
+                                         full_batches=full_batches, epochs=epochs, seed=seed,
+                                         true_variance=true_variance)
+        dropped = simulate_running_variance(momentum=momentum, batch_size=batch_size, last_batch=0,
+                                            full_batches=full_batches, epochs=epochs, seed=seed,
+                                            true_variance=true_variance)
+        kept_line.set_data(np.arange(1, len(kept.error) + 1), kept.error)
+        drop_line.set_data(np.arange(1, len(dropped.error) + 1), dropped.error)
+        dots.set_data(kept.last_steps + 1, kept.error[kept.last_steps])
+        both = np.concatenate([kept.error, dropped.error])
+        ax.set_xlim(0, len(kept.error) + 1)
+        ax.set_ylim(max(both.min() * 0.7, 1e-4), both.max() * 1.5)
+        ax.set_title(f"momentum {momentum:g}, {epochs} epochs: final error {kept.error[-1]:.3f} with a last "
+                     f"batch of {last_batch}, {dropped.error[-1]:.3f} without", fontsize=10, fontweight="bold")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        display(Image(buf.getvalue()))
+        return kept.error[-1], dropped.error[-1]
+
+    return view

@@ -1,0 +1,161 @@
+"""Unit tests for helpers.running_stats (small data, no notebook execution)."""
+import numpy as np
+import pytest
+
+from helpers import running_stats as rs
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A small BN network (momentum 0.9) after a few training steps, and 256 digits."""
+    from helpers.environment import quiet_tensorflow, seed_everything
+    quiet_tensorflow()
+    seed_everything(0)
+    from helpers.data import load_digits
+    from helpers.models import compile_classifier
+    d = load_digits()
+    x, y = d.x_train[:256], d.y_train[:256]
+    model = compile_classifier(rs.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    return model, x, y
+
+
+def test_simulation_shapes_and_last_steps():
+    sim = rs.simulate_running_variance(momentum=0.9, batch_size=8, last_batch=3, full_batches=5, epochs=4)
+    assert sim.error.shape == (4 * 6,)
+    assert sim.steps_per_epoch == 6
+    np.testing.assert_array_equal(sim.last_steps, [5, 11, 17, 23])
+    dropped = rs.simulate_running_variance(momentum=0.9, batch_size=8, last_batch=0, full_batches=5, epochs=4)
+    assert dropped.error.shape == (20,) and dropped.last_steps.size == 0
+
+
+def test_simulation_forgets_the_starting_value_like_momentum_power():
+    # with very many values per batch the batch variance is almost exact, so only the start remains
+    sim = rs.simulate_running_variance(momentum=0.99, batch_size=64, last_batch=0, full_batches=50, epochs=1,
+                                       true_variance=0.05, samples_per_channel=10_000, channels=8)
+    expected = 0.99 ** 50 * (1.0 - 0.05) / 0.05
+    assert sim.error[-1] == pytest.approx(expected, rel=0.02)
+
+
+def test_simulated_batch_of_one_pulls_the_variance_towards_zero():
+    # start at the truth: one batch of a single value has variance 0, so error = 1 - momentum
+    sim = rs.simulate_running_variance(momentum=0.9, batch_size=1, last_batch=0, full_batches=1, epochs=1,
+                                       initial_variance=0.05, true_variance=0.05)
+    assert sim.error[0] == pytest.approx(0.1, abs=1e-12)
+
+
+def test_simulation_is_seeded():
+    a = rs.simulate_running_variance(momentum=0.95, batch_size=4, last_batch=1, seed=3)
+    b = rs.simulate_running_variance(momentum=0.95, batch_size=4, last_batch=1, seed=3)
+    c = rs.simulate_running_variance(momentum=0.95, batch_size=4, last_batch=1, seed=4)
+    np.testing.assert_array_equal(a.error, b.error)
+    assert not np.array_equal(a.error, c.error)
+
+
+def test_training_mode_call_updates_statistics_and_preserved_restores_them(tiny):
+    model, x, _ = tiny
+    before = rs.snapshot_statistics(model)
+    with rs.preserved_statistics(model):
+        model(x[:16], training=True)  # Keras 3 updates the moving statistics here
+        changed = rs.snapshot_statistics(model)
+        assert not np.allclose(changed[0][1], before[0][1])
+    for (m0, v0), (m1, v1) in zip(before, rs.snapshot_statistics(model)):
+        np.testing.assert_array_equal(m0, m1)
+        np.testing.assert_array_equal(v0, v1)
+
+
+def test_training_mode_accuracy_leaves_statistics_alone(tiny):
+    model, x, y = tiny
+    before = rs.snapshot_statistics(model)
+    acc = rs.training_mode_accuracy(model, x, y, batch_size=32)
+    assert 0.0 <= acc <= 1.0
+    for (_, v0), (_, v1) in zip(before, rs.snapshot_statistics(model)):
+        np.testing.assert_array_equal(v0, v1)
+
+
+def test_exact_statistics_match_precise_bn_without_changing_the_model(tiny):
+    from helpers.batchnorm import precise_bn
+    model, x, _ = tiny
+    before = rs.snapshot_statistics(model)
+    exact = rs.exact_statistics(model, x)
+    exact_compiled = rs.exact_statistics(model, x, probe=rs.bn_input_probe(model, compiled=True))
+    for (_, v0), (_, v1) in zip(before, rs.snapshot_statistics(model)):
+        np.testing.assert_array_equal(v0, v1)
+    with rs.preserved_statistics(model):
+        assigned = precise_bn(model, x)
+    for (me, ve), (mc, vc), (mp, vp) in zip(exact, exact_compiled, assigned):
+        np.testing.assert_allclose(me, mp, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ve, vp, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(vc, vp, rtol=1e-5, atol=1e-7)
+
+
+def test_statistics_errors_zero_at_the_truth_and_relative_otherwise():
+    truth = [(np.array([0.0, 1.0]), np.array([1.0, 4.0]))]
+    assert rs.statistics_errors(truth, truth)["var_rel_error"] == 0.0
+    off = [(np.array([1.0, 1.0]), np.array([2.0, 4.0]))]
+    err = rs.statistics_errors(off, truth)
+    assert err["var_rel_error"] == pytest.approx(0.5)       # (1 + 0) / 2
+    assert err["mean_error_in_sd"] == pytest.approx(0.5)    # (1/1 + 0/2) / 2
+
+
+def test_single_update_errors_table_and_model_unchanged(tiny):
+    model, x, _ = tiny
+    before = rs.snapshot_statistics(model)
+    momenta = [l.momentum for l in rs.bn_layers(model)]
+    table = rs.single_update_errors(model, x, batch_sizes=[1, 32], momentums=[0.9, 0.99], draws=3, seed=0)
+    assert table.columns[:3] == ["momentum", "batch size", "var_rel_error"]
+    err = {(r[0], r[1]): r[2] for r in table.rows}
+    assert err[(0.9, 1)] > err[(0.9, 32)] > 0
+    assert 3 < err[(0.9, 1)] / err[(0.99, 1)] < 30  # the error is (1 - momentum) x (batch - exact)
+    assert [l.momentum for l in rs.bn_layers(model)] == momenta
+    for (_, v0), (_, v1) in zip(before, rs.snapshot_statistics(model)):
+        np.testing.assert_array_equal(v0, v1)
+
+
+def test_dropout_variance_shift_only_before_bn():
+    from helpers.environment import seed_everything
+    from helpers.data import load_digits
+    seed_everything(1)
+    x = load_digits().x_train[:256]
+    before = rs.dropout_variance_shift(rs.regularized_cnn(dropout="before", rate=0.5, filters=(4, 8), dense=8), x)
+    after = rs.dropout_variance_shift(rs.regularized_cnn(dropout="after", rate=0.5, filters=(4, 8), dense=8), x)
+    assert before["ratio"] > 1.3
+    assert after["ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert before["train_var"].shape == (8,)
+
+
+def test_regularized_cnn_options():
+    with pytest.raises(ValueError, match="dropout"):
+        rs.regularized_cnn(dropout="middle")
+    model = rs.regularized_cnn(l2=1e-3, filters=(4, 8), dense=8)
+    assert model.output_shape == (None, 10)
+    assert len(model.losses) == 3  # one L2 term per kernel feeding a BN layer
+
+
+def test_kernel_norm_is_the_norm_of_the_bn_kernels():
+    model = rs.regularized_cnn(filters=(4, 8), dense=8)
+    parts = [np.asarray(model.get_layer(n).kernel).ravel() for n in ("conv0", "conv1", "dense")]
+    assert rs.kernel_norm(model) == pytest.approx(float(np.linalg.norm(np.concatenate(parts))), rel=1e-6)
+
+
+def test_tracker_records_every_n_steps_and_at_the_end(tiny):
+    from helpers.models import compile_classifier
+    _, x, y = tiny
+    model = compile_classifier(rs.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8))
+    tracker = rs.statistics_tracker(x, every=3)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[tracker])   # 8 steps
+    steps = list(tracker.column("step"))
+    assert steps == [0, 3, 6, 8]
+    errors = tracker.column("var_rel_error")
+    assert np.all(np.isfinite(errors)) and errors[-1] < errors[0]
+    assert np.isnan(tracker.records[0]["relative_change"]) and tracker.records[-1]["relative_change"] > 0
+    cheap = rs.statistics_tracker(x, every=4, statistics=False)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cheap])
+    assert np.isnan(cheap.records[-1]["var_rel_error"]) and cheap.records[-1]["kernel_norm"] > 0
+
+
+def test_simulation_view_draws_and_returns_final_errors():
+    view = rs.simulation_view(batch_size=8, full_batches=5, seed=0)
+    kept, dropped = view(momentum=0.9, last_batch=1, epochs=2)
+    kept2, _ = view(momentum=0.99, last_batch=4, epochs=2)
+    assert kept > 0 and dropped > 0 and kept2 != kept
