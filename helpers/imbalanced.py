@@ -50,7 +50,7 @@ class Series:
 
 def make_series(n_series: int, timesteps: int, *, frac_series_with_anomaly: float = 0.2,
                 anomalies_per_series: int = 2, label_jitter: float = 0.0, pattern_length: int = 3,
-                amplitude: float = 1.0, seed: int = 0) -> Series:
+                amplitude: float = 2.0, seed: int = 0) -> Series:
     """Background AR(1) noise plus a slow sine, with a short zigzag in some series.
 
     A fraction `frac_series_with_anomaly` of the series holds one zigzag of
@@ -431,9 +431,10 @@ def class_weight_traps(seed: int = 0) -> dict:
     Returns a dict:
       raises_3d (bool) and error_3d (str): y (N, T, 1) with class_weight.
       loss_2d_class_weight, loss_expected_2d, loss_unweighted: y (N, T) with
-        class_weight={0: 1, 1: w} runs, but its loss matches neither the
-        per-step weighting nor the unweighted loss; keras takes the argmax over
-        T as each series' "class" (see `keras_class_weight_as_keras_does`).
+        class_weight={0: 1, 1: w} runs, but Keras takes the argmax over T as
+        each series' "class" (see `keras_class_weight_as_keras_does`): only
+        series 0, whose anomaly sits at step 1, gets the weight w, on all of
+        its steps; the others get 1.
       weights_wrong_2d (bool): the 2-D run's loss is far from the per-step one
         and matches the argmax reconstruction.
       loss_sample_weight_3d: y (N, T, 1) + sample_weight (N, T) — equals the
@@ -447,8 +448,8 @@ def class_weight_traps(seed: int = 0) -> dict:
     n, t, w_pos = 8, 16, 50.0
     x = rng.normal(size=(n, t, 1)).astype(np.float32)
     y = np.zeros((n, t), np.float32)
-    for i in range(0, n, 2):          # every other series holds an anomaly at step ≥ 1
-        y[i, rng.integers(1, t)] = 1.0
+    for i in range(0, n, 2):  # every other series holds an anomaly; series 0's at step 1
+        y[i, 1 if i == 0 else rng.integers(2, t)] = 1.0
 
     def model():
         keras.utils.set_random_seed(seed)

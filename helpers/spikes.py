@@ -13,7 +13,7 @@
 Command line (the committed spike map):
 
     python -m helpers.spikes sweep --out data/spike_map.csv --seeds 10 \\
-        --learning-rates 0.001,0.003,0.01 --positive-weights 1,30,neg/pos
+        --learning-rates 0.001,0.01,0.03,0.1 --positive-weights 30,neg/pos
 """
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def SpikeInspector(monitor_x, monitor_y, monitor_w, *, every: int = 2,
                    batch_sizes_per_epoch: list[int] | None = None, loss_fn=None):
     """Keras callback recording, for every batch, Keras's logged `loss` (the
     running mean of the epoch so far), the true batch loss recovered from it,
-    `grad_norm` if the model logs it (see `InspectedTagger`), and, every
+    `grad_norm` and `raw_batch_loss` if the model logs them (see
+    `inspected_tagger`; used to verify the recovery), and, every
     `every` steps, the loss on a fixed monitoring set.
 
     monitor_x (M, T, 1), monitor_y (M, T), monitor_w (M, T): the fixed set and
@@ -96,7 +97,7 @@ def SpikeInspector(monitor_x, monitor_y, monitor_w, *, every: int = 2,
     `loss_fn(y (M,T,1), p (M,T,1)) -> scalar` is given.
     batch_sizes_per_epoch: samples per batch in one epoch (default: all equal).
 
-    After fit: .keras_loss, .batch_loss, .grad_norm (per step, arrays),
+    After fit: .keras_loss, .batch_loss, .grad_norm, .raw_batch_loss (per step, arrays),
     .monitor_steps and .monitor_loss (arrays).
     """
     import keras
@@ -113,6 +114,7 @@ def SpikeInspector(monitor_x, monitor_y, monitor_w, *, every: int = 2,
             self.keras_loss: list[float] = []
             self.batch_loss: list[float] = []
             self.grad_norm: list[float] = []
+            self.raw_batch_loss: list[float] = []
             self.monitor_steps: list[int] = []
             self.monitor_loss: list[float] = []
             self._epoch_running: list[float] = []
@@ -154,12 +156,15 @@ def SpikeInspector(monitor_x, monitor_y, monitor_w, *, every: int = 2,
             self.batch_loss.append((running * (n_prev + n_k) - prev * n_prev) / n_k)
             if "grad_norm" in logs:
                 self.grad_norm.append(float(logs["grad_norm"]))
+            if "raw_batch_loss" in logs:
+                self.raw_batch_loss.append(float(logs["raw_batch_loss"]))
             self._step += 1
             if self._step % self.every == 0:
                 self._record_monitor()
 
         def on_train_end(self, logs=None):
-            for name in ("keras_loss", "batch_loss", "grad_norm", "monitor_steps", "monitor_loss"):
+            for name in ("keras_loss", "batch_loss", "grad_norm", "raw_batch_loss", "monitor_steps",
+                         "monitor_loss"):
                 setattr(self, name, np.asarray(getattr(self, name)))
 
     return _SpikeInspector()
@@ -184,7 +189,8 @@ def inspected_tagger(units: int = 32, layers: int = 2, *, output_bias: float | N
             grads = tape.gradient(loss, self.trainable_variables)
             self.optimizer.apply(grads, self.trainable_variables)
             self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-            return {"loss": self._loss_tracker.result(), "grad_norm": tf.linalg.global_norm(grads)}
+            return {"loss": self._loss_tracker.result(), "grad_norm": tf.linalg.global_norm(grads),
+                    "raw_batch_loss": loss}
 
     return InspectedTagger(base.inputs, base.outputs, name="inspected_tagger")
 
@@ -229,6 +235,7 @@ class RunResult:
     seconds: float
     batch_loss: np.ndarray
     grad_norm: np.ndarray
+    batch_positives: np.ndarray
     monitor_steps: np.ndarray
     monitor_loss: np.ndarray
     spikes: np.ndarray
@@ -260,7 +267,7 @@ class DataSplit:
 
 def make_split(n_series: int, timesteps: int, *, frac_series_with_anomaly: float = 0.2,
                anomalies_per_series: int = 2, label_jitter: float = 0.0, seed: int = 0,
-               amplitude: float = 1.0, monitor_series: int = 64, test_fraction: float = 0.25) -> DataSplit:
+               amplitude: float = 2.0, monitor_series: int = 32, test_fraction: float = 0.25) -> DataSplit:
     """Series from make_series(seed), split by series into train / test, and a
     fixed monitoring set of `monitor_series` extra series (same generator,
     seed + 10_000) that always holds anomalous series in the data's proportion."""
@@ -319,7 +326,7 @@ class TaggerTrainer:
             bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
             return tf.reduce_mean(w * bce)
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(reduce_retracing=True)  # no XLA: every input size would compile anew
         def predict(x):
             return model(x, training=False)[..., 0]
 
@@ -353,7 +360,8 @@ class TaggerTrainer:
         xm, ym, wm = (tf.constant(a, tf.float32) for a in monitor)
         consts = [tf.constant(v, tf.float32) for v in (alpha[0], alpha[1], gamma, float(normalise),
                                                        clipnorm if clipnorm else self.NO_CLIP)]
-        losses, norms, mon_steps, mon_loss = [], [], [0], [float(self._monitored(xm, ym, wm))]
+        losses, norms, positives = [], [], []
+        mon_steps, mon_loss = [0], [float(self._monitored(xm, ym, wm))]
         n_batches = len(x) // batch_size
         step = 0
         for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=True):
@@ -363,11 +371,13 @@ class TaggerTrainer:
                 loss, norm = self._step(x[idx], y[idx], w[idx], *consts)
                 losses.append(float(loss))
                 norms.append(float(norm))
+                positives.append(int(y[idx].sum()))
                 step += 1
                 if step % monitor_every == 0:
                     mon_steps.append(step)
                     mon_loss.append(float(self._monitored(xm, ym, wm)))
         return {"batch_loss": np.array(losses), "grad_norm": np.array(norms),
+                "batch_positives": np.array(positives),
                 "monitor_steps": np.array(mon_steps), "monitor_loss": np.array(mon_loss)}
 
 
@@ -443,7 +453,7 @@ def train_run(split: DataSplit, *, remedy: str = "weighted", learning_rate: floa
     bl = log["batch_loss"]
     res = RunResult(remedy=remedy, seed=seed, learning_rate=lr, positive_weight=positive_weight,
                     clipnorm=clipnorm if remedy == "clip" else None, seconds=seconds,
-                    batch_loss=bl, grad_norm=log["grad_norm"],
+                    batch_loss=bl, grad_norm=log["grad_norm"], batch_positives=log["batch_positives"],
                     monitor_steps=log["monitor_steps"], monitor_loss=ml, spikes=flags,
                     max_monitored_ratio=float(np.nanmax(ratios)) if np.isfinite(ratios).any() else 1.0,
                     max_monitored_jump=float(np.max(jumps)) if len(jumps) else 0.0,
@@ -460,8 +470,8 @@ def _jumps(values: np.ndarray, window: int = 10) -> np.ndarray:
 # ---------------------------------------------------------------- spike map
 
 
-SWEEP_DEFAULTS = dict(n_series=200, timesteps=128, frac_series_with_anomaly=0.2, anomalies_per_series=2,
-                      label_jitter=0.0, epochs=12, batch_size=16, units=16, monitor_series=48)
+SWEEP_DEFAULTS = dict(n_series=300, timesteps=128, frac_series_with_anomaly=0.2, anomalies_per_series=2,
+                      label_jitter=0.0, amplitude=2.0, epochs=30, batch_size=32, units=16, monitor_series=32)
 
 
 def spike_map_cell(learning_rate: float, positive_weight: float | str, seeds, *, progress: bool = False,
@@ -476,7 +486,8 @@ def spike_map_cell(learning_rate: float, positive_weight: float | str, seeds, *,
         split = make_split(cfg["n_series"], cfg["timesteps"],
                            frac_series_with_anomaly=cfg["frac_series_with_anomaly"],
                            anomalies_per_series=cfg["anomalies_per_series"],
-                           label_jitter=cfg["label_jitter"], seed=seed, monitor_series=cfg["monitor_series"])
+                           label_jitter=cfg["label_jitter"], amplitude=cfg["amplitude"], seed=seed,
+                           monitor_series=cfg["monitor_series"])
         w = imb.positive_weight_for(split.train.y) if positive_weight == "neg/pos" else float(positive_weight)
         res, _ = train_run(split, remedy="weighted", learning_rate=learning_rate, positive_weight=w,
                            epochs=cfg["epochs"], batch_size=cfg["batch_size"], units=cfg["units"],
@@ -532,6 +543,64 @@ def summarise_spike_map(rows: list[dict]) -> list[dict]:
     return out
 
 
+def label_remedy_rows(rows: list[dict]) -> list[dict]:
+    """Copy of remedies-CSV rows with a `label`: the remedy name, and for the
+    clip runs of one seed "clip (higher)" / "clip (lower)" by threshold."""
+    out = [dict(r) for r in rows]
+    by_seed: dict[int, list[dict]] = {}
+    for r in out:
+        r["label"] = r["remedy"]
+        if r["remedy"] == "clip":
+            by_seed.setdefault(r["seed"], []).append(r)
+    for clips in by_seed.values():
+        clips.sort(key=lambda r: -float(r["clipnorm"]))
+        names = ["clip (higher)", "clip (lower)"] + [f"clip #{k}" for k in range(3, len(clips) + 1)]
+        for r, name in zip(clips, names):
+            r["label"] = name
+    return out
+
+
+def summarise_remedies(rows: list[dict]) -> list[dict]:
+    """Per remedy over seeds: spiked seeds, median / max monitored ratio and
+    jump, median and worst PR-AUC and event recall, and two paired counts
+    against the weighted baseline of the same seed: seeds where the remedy's
+    max monitored ratio is lower, and seeds where its PR-AUC is within 0.01."""
+    rows = label_remedy_rows(rows)
+    base = {r["seed"]: r for r in rows if r["label"] == "weighted"}
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    out = []
+    for label in labels:
+        rs = [r for r in rows if r["label"] == label]
+        paired = [r for r in rs if r["seed"] in base]
+        k = sum(int(r["spiked"]) for r in rs)
+        out.append({
+            "remedy": label, "seeds": len(rs), "spiked_seeds": k, "spike_fraction": k / len(rs),
+            "median_max_ratio": float(np.median([r["max_monitored_ratio"] for r in rs])),
+            "max_ratio": float(np.max([r["max_monitored_ratio"] for r in rs])),
+            "median_max_jump": float(np.median([r["max_monitored_jump"] for r in rs])),
+            "median_pr_auc": float(np.median([r["pr_auc"] for r in rs])),
+            "worst_pr_auc": float(np.min([r["pr_auc"] for r in rs])),
+            "median_event_recall": float(np.median([r["event_recall"] for r in rs])),
+            "seeds_ratio_below_baseline": sum(r["max_monitored_ratio"] < base[r["seed"]]["max_monitored_ratio"]
+                                              for r in paired),
+            "seeds_pr_auc_within_0.01": sum(r["pr_auc"] >= base[r["seed"]]["pr_auc"] - 0.01 for r in paired),
+            "median_seconds": float(np.median([r["seconds"] for r in rs])),
+        })
+    return out
+
+
+def choose_remedy(summary: list[dict], max_pr_auc_loss: float = 0.02) -> dict:
+    """The remedy with the fewest spiked seeds among those whose median PR-AUC is
+    within `max_pr_auc_loss` of the baseline's; ties → more seeds with a lower
+    ratio than the baseline, then higher median PR-AUC. Returns its summary row."""
+    base = next(r for r in summary if r["remedy"] == "weighted")
+    ok = [r for r in summary if r["remedy"] != "weighted"
+          and r["median_pr_auc"] >= base["median_pr_auc"] - max_pr_auc_loss]
+    if not ok:
+        return base
+    return min(ok, key=lambda r: (r["spike_fraction"], -r["seeds_ratio_below_baseline"], -r["median_pr_auc"]))
+
+
 def _weight_key(w: str) -> float:
     try:
         return float(w)
@@ -543,6 +612,67 @@ def _parse_weights(text: str) -> list:
     return [w if w == "neg/pos" else float(w) for w in text.split(",")]
 
 
+REMEDY_COLUMNS = ["remedy", "clipnorm", "seed", "learning_rate", "positive_weight", "spiked", "n_spikes",
+                  "max_monitored_ratio", "max_monitored_jump", "max_batch_ratio", "pr_auc",
+                  "recall_at_p0.5", "event_recall", "false_alarms_per_series", "seconds"]
+
+
+def remedy_runs(seed: int, learning_rate: float, *, clip_percentiles=(50, 10), clip_norms=None,
+                progress: bool = False, desc_prefix: str = "", **overrides) -> tuple[list[RunResult], dict]:
+    """Every remedy on one seed's data, at one learning rate, w = neg/pos.
+
+    The clipping thresholds are percentiles (`clip_percentiles`) of the gradient
+    norms observed in that seed's unclipped weighted run, so they bite on
+    about half / most of the steps, unless `clip_norms` gives them. Returns (results in REMEDIES order with one
+    result per clip threshold, {"clip_thresholds": [...], "positive_weight": w}).
+    """
+    cfg = {**SWEEP_DEFAULTS, **overrides}
+    split = make_split(cfg["n_series"], cfg["timesteps"], frac_series_with_anomaly=cfg["frac_series_with_anomaly"],
+                       anomalies_per_series=cfg["anomalies_per_series"], label_jitter=cfg["label_jitter"],
+                       amplitude=cfg["amplitude"], seed=seed, monitor_series=cfg["monitor_series"])
+    w = imb.positive_weight_for(split.train.y)
+    common = dict(learning_rate=learning_rate, positive_weight=w, epochs=cfg["epochs"],
+                  batch_size=cfg["batch_size"], units=cfg["units"], seed=seed, progress=progress)
+    results = []
+    base, _ = train_run(split, remedy="weighted", desc=f"{desc_prefix}weighted", **common)
+    results.append(base)
+    clips = ([float(c) for c in clip_norms] if clip_norms
+             else [float(np.percentile(base.grad_norm, q)) for q in clip_percentiles])
+    for c in clips:
+        results.append(train_run(split, remedy="clip", clipnorm=c, desc=f"{desc_prefix}clip {c:.2g}", **common)[0])
+    for remedy in ("lower_lr", "prior_bias", "focal", "normalised_weights", "windows"):
+        results.append(train_run(split, remedy=remedy, desc=f"{desc_prefix}{remedy}", **common)[0])
+    return results, {"clip_thresholds": clips, "positive_weight": w}
+
+
+def remedy_row(res: RunResult) -> dict:
+    """One CSV row (REMEDY_COLUMNS) of a remedy run."""
+    m = res.metrics
+    return {"remedy": res.remedy, "clipnorm": "" if res.clipnorm is None else round(res.clipnorm, 5),
+            "seed": res.seed, "learning_rate": res.learning_rate, "positive_weight": round(res.positive_weight, 3),
+            "spiked": int(res.spiked), "n_spikes": int(res.spikes.sum()),
+            "max_monitored_ratio": round(res.max_monitored_ratio, 4),
+            "max_monitored_jump": round(res.max_monitored_jump, 5),
+            "max_batch_ratio": round(res.max_batch_ratio, 3), "pr_auc": round(m["pr_auc"], 4),
+            "recall_at_p0.5": round(m["recall_at_p0.5"], 4), "event_recall": round(m["event_recall"], 4),
+            "false_alarms_per_series": round(m["false_alarms_per_series"], 3), "seconds": round(res.seconds, 2)}
+
+
+def read_csv_rows(path: str | Path) -> list[dict]:
+    """CSV rows with numbers parsed where they parse (empty stays '')."""
+    out = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            rec = {}
+            for k, v in row.items():
+                try:
+                    rec[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+                except ValueError:
+                    rec[k] = v
+            out.append(rec)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.spikes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -551,10 +681,17 @@ def main(argv=None) -> int:
     sw.add_argument("--out", required=True)
     sw.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per cell")
     sw.add_argument("--first-seed", type=int, default=0)
-    sw.add_argument("--learning-rates", default="0.001,0.003,0.01")
-    sw.add_argument("--positive-weights", default="1,30,neg/pos")
+    sw.add_argument("--learning-rates", default="0.001,0.01,0.03,0.1")
+    sw.add_argument("--positive-weights", default="30,neg/pos")
     sw.add_argument("--append", action="store_true", help="skip cells × seeds already in --out")
+    rm = sub.add_parser("remedies", help="every remedy on each seed at one learning rate (w = neg/pos)")
+    rm.add_argument("--out", required=True)
+    rm.add_argument("--seeds", type=int, default=10)
+    rm.add_argument("--first-seed", type=int, default=0)
+    rm.add_argument("--learning-rate", type=float, default=0.1)
     args = parser.parse_args(argv)
+    if args.command == "remedies":
+        return _remedies_main(args)
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -582,5 +719,131 @@ def main(argv=None) -> int:
     return 0
 
 
+def _remedies_main(args) -> int:
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        csv.writer(fh).writerow(REMEDY_COLUMNS)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        results, info = remedy_runs(seed, args.learning_rate)
+        with open(out, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, REMEDY_COLUMNS)
+            for res in results:
+                writer.writerow(remedy_row(res))
+        print(f"seed {seed}: " + ", ".join(f"{r.remedy}={int(r.spiked)}/{r.metrics['pr_auc']:.3f}" for r in results)
+              + f"  clips={[round(c, 3) for c in info['clip_thresholds']]}", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------- pictures and widget functions
+
+
+def plot_example_series(data: imb.Series, n: int = 3, zoom: int = 12):
+    """Anomalous series (top row, full length) and a ±zoom window around each anomaly
+    (bottom row), labelled steps marked. Returns the figure."""
+    from .plotting import figure
+    idx = np.flatnonzero(data.has_anomaly)[:n]
+    fig, axes = figure(len(idx), 2, finding="The anomaly is a 3-step zigzag: visible in its window, "
+                                            "not by its height")
+    axes = np.atleast_2d(axes)
+    for k, i in enumerate(idx):
+        x, y, s = data.x[i, :, 0], data.y[i], int(data.onsets[i])
+        for row, (lo, hi) in enumerate([(0, data.timesteps), (max(0, s - zoom), min(data.timesteps, s + zoom))]):
+            ax = axes[row, k]
+            t = np.arange(lo, hi)
+            ax.plot(t, x[lo:hi], lw=1)
+            ax.scatter(t[y[lo:hi] > 0], x[lo:hi][y[lo:hi] > 0], color="red", zorder=3, label="labelled anomaly")
+            ax.set_xlabel("timestep")
+            ax.set_ylabel("value (a.u.)")
+            ax.set_title(f"series {i}" + (" (zoom)" if row else ""), fontsize=9)
+    axes[0, 0].legend(loc="lower left")
+    return fig
+
+
+def plot_batch_vs_monitored(res: RunResult, finding: str):
+    """Per-batch training loss (coloured by labelled steps in the batch) and the
+    monitored loss on the fixed set, log scale. Returns the figure."""
+    from .plotting import figure
+    fig, ax = figure(1, 1, finding=finding, width=9, height=3.8)
+    steps = np.arange(1, len(res.batch_loss) + 1)
+    sc = ax.scatter(steps, res.batch_loss, c=res.batch_positives, s=9, cmap="viridis", label="per-batch loss")
+    ax.plot(res.monitor_steps, res.monitor_loss, color="black", lw=1.4, label="monitored loss (fixed set)")
+    flagged = res.monitor_steps[res.spikes]
+    ax.scatter(flagged, res.monitor_loss[res.spikes], marker="x", color="red", s=60, zorder=4,
+               label="flagged monitored spike")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("weighted BCE, mean(w·l)")
+    fig.colorbar(sc, ax=ax, label="labelled steps in the batch")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def plot_spike_map(summary: list[dict], finding: str):
+    """Fraction of seeds with a monitored spike vs learning rate, one line per
+    positive weight, with 95% Wilson intervals. Returns the figure."""
+    from .plotting import figure
+    fig, ax = figure(1, 1, finding=finding, width=7.5, height=4)
+    weights = sorted({r["positive_weight"] for r in summary}, key=_weight_key)
+    for j, w in enumerate(weights):
+        rs = [r for r in summary if r["positive_weight"] == w]
+        lr = np.array([r["learning_rate"] for r in rs]) * (1 + 0.06 * (j - (len(weights) - 1) / 2))
+        f = np.array([r["fraction"] for r in rs])
+        err = np.array([[r["fraction"] - r["ci_low"] for r in rs], [r["ci_high"] - r["fraction"] for r in rs]])
+        ax.errorbar(lr, f, yerr=err, marker="o", capsize=4, label=f"positive weight {w}")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("Adam learning rate")
+    ax.set_ylabel("fraction of seeds with a monitored spike")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def plot_run(res: RunResult, title: str | None = None):
+    """One recorded run: per-batch and monitored loss with spike flags (widget view)."""
+    label = title or (f"{res.remedy}, seed {res.seed}: {int(res.spikes.sum())} flagged spikes, "
+                      f"max monitored ratio {res.max_monitored_ratio:.1f}×, PR-AUC {res.metrics['pr_auc']:.3f}")
+    fig = plot_batch_vs_monitored(res, label)
+    return fig
+
+
+def mechanism_table(positive_weight: float, p_anomaly: float, p_normal: float = 0.01,
+                    steps_in_batch: int = 32 * 128):
+    """The analytic mechanism as a Table (what the widget shows)."""
+    from .tables import Table
+    m = imb.anomaly_loss_vs_normals(positive_weight, p_anomaly, p_normal, steps_in_batch)
+    return Table(["quantity", "value"], [
+        ["loss of the missed anomalous step, w·(−log p)", m["loss_of_miss"]],
+        [f"loss of one normal step at p = {p_normal:g}", m["loss_of_normal_step"]],
+        ["normal steps one miss outweighs (loss)", m["normals_outweighed_loss"]],
+        ["normal steps one miss outweighs (logit gradient)", m["normals_outweighed_grad"]],
+        [f"batch mean loss, {steps_in_batch:,} normal steps", m["batch_mean_loss_all_normal"]],
+        ["batch mean loss with this one miss", m["batch_mean_loss_with_miss"]],
+        ["jump factor of the batch loss", m["batch_ratio"]],
+    ], title=f"w = {positive_weight:g}, anomalous step predicted at p = {p_anomaly:g}")
+
+
+def fixed_model_batch_losses(predict, x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: int,
+                             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted losses mean(w·l) of one *fixed* model on random batches of (x, y, w).
+
+    predict: x (B, T, 1) → probabilities (B, T) (e.g. TaggerTrainer.predict).
+    The model does not change between batches, so any spread in the losses is
+    batch composition alone. Returns (losses (n_batches,), labelled steps per batch).
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    p = np.asarray(predict(x), np.float64)
+    losses, positives = [], []
+    for b in range(len(x) // batch_size):
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        losses.append(imb.weighted_bce_np(y[idx], p[idx], w[idx]))
+        positives.append(int(y[idx].sum()))
+    return np.array(losses), np.array(positives)
