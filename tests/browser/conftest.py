@@ -70,6 +70,7 @@ def page(browser, lab_server):
     finally:
         lab_server.remember_descendants()
         context.close()
+        lab_server.shutdown_kernels()
 
 
 @pytest.fixture(scope="session")

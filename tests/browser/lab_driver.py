@@ -106,6 +106,14 @@ class LabServer:
             body = resp.read()
             return json.loads(body) if body else None
 
+    def shutdown_kernels(self) -> None:
+        """End every session and its kernel (between notebooks, so idle kernels don't pile up)."""
+        try:
+            for session in self.api("sessions") or []:
+                self.api(f"sessions/{session['id']}", method="DELETE", timeout=30)
+        except Exception:  # the server may already be gone; stop() cleans up anyway
+            pass
+
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
@@ -228,7 +236,8 @@ NOTEBOOK_STATE_JS = r"""
 
 def open_notebook(page, server: LabServer, name: str, timeout_s: float = 120) -> None:
     """Open notebooks/<name> in JupyterLab and wait until its kernel is idle."""
-    page.goto(server.url(f"lab/tree/{name}"), wait_until="domcontentloaded", timeout=timeout_s * 1000)
+    # ?reset: a fresh workspace, so tabs of notebooks opened earlier are not restored
+    page.goto(server.url(f"lab/tree/{name}?reset"), wait_until="domcontentloaded", timeout=timeout_s * 1000)
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_s * 1000)
     wait_for_kernel_idle(page, timeout_s)
 
@@ -270,7 +279,7 @@ def wait_for_run_all(page, timeout_s: float, on_progress=None) -> dict:
         state = notebook_state(page) or {}
         seen_running |= state.get("running", 0) > 0
         done = (state.get("running", 1) == 0 and state.get("kernel") == "idle"
-                and (seen_running or state.get("executed") == state.get("cells")))
+                and (seen_running or state.get("executed", 0) > 0))  # a fast run may finish between polls
         stable = stable + 1 if done else 0
         if stable >= 3:  # idle on three polls in a row: nothing queued behind
             state["seconds"] = time.monotonic() - start
@@ -337,12 +346,19 @@ def controls_of(panel) -> list[tuple[str, object]]:
 
 
 def _label(control) -> str:
+    """The control's description as shown beside it (for messages and the JSON record)."""
     try:
-        return control.evaluate(
-            "(el) => { const w = el.closest('.widget-inline-hbox, .widget-hbox, .widget-box') || el;"
-            " const l = w.querySelector('.widget-label');"
-            " const text = l ? l.textContent.replace('\u200b', '').trim() : '';"
-            " return text || w.textContent.trim().slice(0, 40); }")
+        return control.evaluate(r"""(el) => {
+            let w = el;
+            while (w && !w.querySelector(':scope > .widget-label')) {
+              if (w.classList && w.classList.contains('widget-interact')) return '';
+              w = w.parentElement;
+            }
+            if (!w) return '';
+            const l = w.querySelector(':scope > .widget-label');
+            const text = (l.textContent.replace(/\u200b/g, '').trim() || w.textContent);
+            return text.replace(/\u200b/g, '').trim().slice(0, 40);
+        }""")
     except Exception:
         return ""
 
