@@ -37,7 +37,9 @@ def test_last_batch(findings, seed):
     assert abs(f["last_batch_1_running_var_rel_error"] - f["drop_remainder_running_var_rel_error"]) \
         < 0.02 * f["running_var_rel_error_momentum_0_99_short"]
     assert f["drop_remainder_val_acc_change"] < 0.03
-    assert f["simulated_last_batch_error_epoch_10"] < 2 * f["simulated_last_batch_error_epoch_1"] + 0.05
+    # right after a last batch of 1 at momentum 0.9 the error is about (1 - 0.9) plus noise, epoch after
+    # epoch: it does not pile up over 10 epochs
+    assert f["simulated_last_batch_error_epoch_10"] < 3 * (1 - 0.9)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
