@@ -86,19 +86,26 @@ def test_notebook_runs_and_its_widgets_respond(notebook, lab_server, page, scree
         record["run_all_seconds"] = round(state["seconds"], 1)
         lab_server.remember_descendants()
 
+        # Collect every problem before failing, so one run shows all of them: the
+        # cells' errors, and how the widgets that exist respond all the same.
+        problems = []
         save_notebook(page, lab_server, name)
         errors = saved_errors(lab_server, name)
-        assert not errors, f"{stem}: cells show errors in JupyterLab: {errors}"
-        assert not state["errors"], f"{stem}: tracebacks on the page: {state['errors']}"
-        assert state["executed"] == state["cells"], (
-            f"{stem}: Run All stopped early, prompts {state['prompts']}")
+        if errors:
+            problems.append(f"cells show errors in JupyterLab: {errors}")
+        elif state["errors"]:
+            problems.append(f"tracebacks on the page: {state['errors']}")
+        if state["executed"] != state["cells"]:
+            problems.append(f"Run All stopped early: prompts {state['prompts']}")
 
         panels = page.locator(lab_driver.PANELS)
-        assert panels.count() >= 1, f"{stem} uses widgets but shows no widget panel"
+        if panels.count() == 0:
+            problems.append("the notebook uses widgets but shows no widget panel")
         for k in range(panels.count()):
             panel = panels.nth(k)
             controls = lab_driver.controls_of(panel)
-            assert controls, f"{stem}: widget panel {k} has no control the browser tier can move"
+            if not controls:
+                problems.append(f"widget panel {k} has no control the browser tier can move")
             for kind, control in controls:
                 before = lab_driver.output_snapshot(panel)
                 start = time.monotonic()
@@ -113,10 +120,14 @@ def test_notebook_runs_and_its_widgets_respond(notebook, lab_server, page, scree
                             "seconds": round(m.seconds, 2), "before": lab_driver.digest(m.before),
                             "after": lab_driver.digest(m.after)} for m in moves]
         unchanged = [f"panel {m.panel} {m.kind} '{m.label}'" for m in moves if not m.changed]
-        assert not unchanged, (f"{stem}: moving these controls did not change the panel's output "
-                               f"(text, table or image) within {OUTPUT_TIMEOUT_S:.0f} s: {unchanged}")
-        page_errors = lab_driver.notebook_state(page)["errors"]
-        assert not page_errors, f"{stem}: errors after moving widgets: {page_errors}"
+        if unchanged:
+            problems.append(f"moving these controls did not change the panel's output (text, table or "
+                            f"image) within {OUTPUT_TIMEOUT_S:.0f} s: {unchanged}")
+        new_errors = [e for e in lab_driver.notebook_state(page)["errors"] if e not in state["errors"]]
+        if new_errors:
+            problems.append(f"tracebacks after moving widgets: {new_errors}")
+        record["problems"] = problems
+        assert not problems, f"{stem}:\n- " + "\n- ".join(problems)
         outcome = f"{len(moves)} controls moved, run all {state['seconds']:.0f} s"
     finally:
         try:
@@ -125,7 +136,7 @@ def test_notebook_runs_and_its_widgets_respond(notebook, lab_server, page, scree
             if stuck:  # show the panel that did not respond
                 page.locator(lab_driver.PANELS).nth(stuck[0]).evaluate(
                     "(el) => el.scrollIntoView({block: 'start'})")
-            elif outcome == "failed":  # show the cell where Run All stopped
+            elif outcome == "failed" or record.get("problems"):  # show the cell where Run All stopped
                 lab_driver.scroll_to_last_run_cell(page)
             elif first.count():
                 first.evaluate("(el) => el.scrollIntoView({block: 'start'})")
