@@ -831,19 +831,31 @@ def mechanism_table(positive_weight: float, p_anomaly: float, p_normal: float = 
 
 
 def fixed_model_batch_losses(predict, x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: int,
-                             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                             n_batches: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Weighted losses mean(w·l) of one *fixed* model on random batches of (x, y, w).
 
     predict: x (B, T, 1) → probabilities (B, T) (e.g. TaggerTrainer.predict).
     The model does not change between batches, so any spread in the losses is
-    batch composition alone. Returns (losses (n_batches,), labelled steps per batch).
+    batch composition alone. `n_batches` batches of `batch_size` series are
+    drawn at random (each without repeats), as many epochs of shuffling would.
+    Returns (losses (n_batches,), labelled steps per batch).
     """
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
     p = np.asarray(predict(x), np.float64)
     losses, positives = [], []
-    for b in range(len(x) // batch_size):
-        idx = order[b * batch_size:(b + 1) * batch_size]
+    for _ in range(n_batches):
+        idx = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
         losses.append(imb.weighted_bce_np(y[idx], p[idx], w[idx]))
         positives.append(int(y[idx].sum()))
     return np.array(losses), np.array(positives)
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """PNG bytes of a matplotlib figure, which is then closed (widgets show cached images)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,114 @@
+"""Unit tests for helpers.imbalanced: generator, weights, metrics, losses (small data, no notebook)."""
+import numpy as np
+import pytest
+
+from helpers import imbalanced as imb
+
+
+def test_make_series_shapes_statistics_and_seed():
+    d = imb.make_series(400, 128, frac_series_with_anomaly=0.25, anomalies_per_series=2, seed=3)
+    assert d.x.shape == (400, 128, 1) and d.y.shape == (400, 128)
+    assert d.x.dtype == np.float32
+    stats = imb.series_stats(d)
+    assert 0.18 < stats["frac_series_with_anomaly"] < 0.32
+    assert stats["labelled_steps_per_anomalous_series"] == 2
+    assert np.all(d.y.sum(axis=1)[d.has_anomaly] == 2) and np.all(d.y.sum(axis=1)[~d.has_anomaly] == 0)
+    again = imb.make_series(400, 128, frac_series_with_anomaly=0.25, anomalies_per_series=2, seed=3)
+    assert np.array_equal(d.x, again.x) and np.array_equal(d.y, again.y)
+    other = imb.make_series(400, 128, frac_series_with_anomaly=0.25, anomalies_per_series=2, seed=4)
+    assert not np.array_equal(d.x, other.x)
+
+
+def test_anomaly_not_found_by_amplitude_alone():
+    d = imb.make_series(300, 128, seed=0)
+    assert imb.amplitude_only_pr_auc(d) < 0.5
+
+
+def test_label_jitter_moves_some_labels_but_keeps_counts():
+    d = imb.make_series(500, 128, label_jitter=0.5, seed=1)
+    moved = np.any(d.y != d.true_y, axis=1)
+    assert 0.2 < moved[d.has_anomaly].mean() < 0.8
+    assert np.all(d.y.sum(axis=1)[d.has_anomaly] == 2)
+
+
+def test_anomalies_per_series_must_be_below_timesteps():
+    with pytest.raises(ValueError):
+        imb.make_series(10, 64, anomalies_per_series=64)
+
+
+def test_pr_auc_extremes():
+    y = np.zeros((4, 50)); y[0, 3] = y[2, 10] = 1
+    assert imb.pr_auc(y, y) == pytest.approx(1.0)
+    assert imb.pr_auc(y, np.zeros_like(y)) == pytest.approx(y.mean())  # constant score: the positive rate
+    score = np.zeros_like(y); score[0, 3] = 1; score[1, 1] = 2  # one false alarm ranked first
+    # ranked: a false alarm, a hit (precision 1/2 at recall 1/2), then 198 ties holding the other hit
+    assert imb.pr_auc(y, score) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 200)
+
+
+def test_recall_at_precision_and_event_recall():
+    y = np.zeros((3, 20)); y[0, 5] = y[1, 8] = 1
+    s = np.zeros_like(y); s[0, 5] = 0.9; s[1, 10] = 0.8; s[2, 2] = 0.7
+    assert imb.recall_at_precision(y, s, 0.5) == pytest.approx(0.5)
+    assert imb.event_recall(y, s, tolerance=0) == pytest.approx(0.5)
+    assert imb.event_recall(y, s, tolerance=2) == pytest.approx(1.0)
+    assert imb.false_alarms_per_series(y, s, tolerance=2) == pytest.approx(1 / 3)
+
+
+def test_timestep_weights_shapes_and_normalisation():
+    y = np.zeros((4, 10), np.float32); y[1, 2] = 1
+    w = imb.timestep_weights(y, 50.0)
+    assert w.shape == (4, 10) and w[1, 2] == 50 and w.sum() == 39 + 50
+    assert imb.timestep_weights(y[..., None], 50.0).shape == (4, 10)
+    assert imb.timestep_weights(y, 50.0, normalise=True).mean() == pytest.approx(1.0)
+    assert imb.positive_weight_for(y) == pytest.approx(39.0)
+
+
+def test_anomaly_windows_hold_every_anomaly():
+    d = imb.make_series(100, 128, seed=2)
+    win = imb.anomaly_windows(d, 32, random_windows_per_series=0.5, seed=2)
+    assert win.x.shape[1:] == (32, 1)
+    assert win.y.sum() >= d.y.sum()  # each anomaly appears whole in its own window
+    assert win.y.mean() > 3 * d.y.mean()
+
+
+def test_anomaly_loss_vs_normals_arithmetic():
+    m = imb.anomaly_loss_vs_normals(1000, 0.01, 0.01, steps_in_batch=100)
+    assert m["loss_of_miss"] == pytest.approx(1000 * np.log(100), rel=1e-6)
+    assert m["normals_outweighed_loss"] == pytest.approx(1000 * np.log(100) / -np.log(0.99), rel=1e-6)
+    assert m["normals_outweighed_grad"] == pytest.approx(1000 * 0.99 / 0.01, rel=1e-6)
+    assert m["batch_mean_loss_with_miss"] == pytest.approx((m["loss_of_miss"] + 99 * m["loss_of_normal_step"]) / 100)
+
+
+def test_focal_loss_applies_alpha():
+    y = np.array([[[1.0], [0.0]]], np.float32)
+    p = np.array([[[0.2], [0.3]]], np.float32)
+    got = np.asarray(imb.focal_loss(0.25, 2.0)(y, p)).ravel()
+    expected = [-0.25 * 0.8 ** 2 * np.log(0.2), -0.75 * 0.3 ** 2 * np.log(0.7)]
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_normalised_weighted_bce_is_sum_wl_over_sum_w():
+    rng = np.random.default_rng(0)
+    y = (rng.random((3, 20, 1)) < 0.1).astype(np.float32)
+    p = rng.uniform(0.05, 0.95, (3, 20, 1)).astype(np.float32)
+    got = float(imb.normalised_weighted_bce(40.0)(y, p))
+    w = imb.timestep_weights(y, 40.0)
+    assert got == pytest.approx(imb.weighted_bce_np(y[..., 0], p[..., 0], w, normalise=True), rel=1e-4)
+
+
+def test_prior_bias_predicts_the_prior():
+    y = np.zeros(1000); y[:10] = 1
+    b = imb.prior_bias(y)
+    assert 1 / (1 + np.exp(-b)) == pytest.approx(0.01)
+
+
+def test_class_weight_traps_reproduce():
+    traps = imb.class_weight_traps(seed=0)
+    assert traps["raises_3d"] and traps["weights_wrong_2d"] and traps["raises_2d_with_sample_weight"]
+    assert traps["loss_sample_weight_3d"] == pytest.approx(traps["loss_expected_2d"], rel=1e-4)
+
+
+def test_train_test_split_is_by_series():
+    d = imb.make_series(100, 64, seed=0)
+    tr, te = imb.train_test_split(d, 0.25, seed=0)
+    assert tr.n_series + te.n_series == 100 and te.n_series == 25
