@@ -117,7 +117,7 @@ def compiled_call(model, training: bool, window_shape: tuple):
     key = (training, tuple(window_shape))
     if key not in fns:
         spec = tf.TensorSpec((None,) + tuple(window_shape), tf.float32)
-        fns[key] = tf.function(lambda x: model(x, training=training), input_signature=[spec])
+        fns[key] = tf.function(lambda x: model(x, training=training), input_signature=[spec], autograph=False)
     return fns[key]
 
 
@@ -318,7 +318,7 @@ def streaming_predictor(model):
     import tensorflow as tf
     spec = tf.TensorSpec((1,) + tuple(model.input_shape[1:]), tf.float32)
 
-    @tf.function(input_signature=[spec])
+    @tf.function(input_signature=[spec], autograph=False)
     def predict_one(window):
         return model(window, training=False)
 
@@ -379,7 +379,7 @@ def batched_ms_per_window(model, windows: np.ndarray, *, batch_size: int = 256, 
     tf.function in batches of batch_size (throughput, not latency)."""
     import tensorflow as tf
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
-    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
     windows = np.asarray(windows, np.float32)
     fn(tf.constant(windows[:batch_size])).numpy()  # trace
     best = np.inf
