@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(PY) -m helpers.run_all
 
 test: $(STAMP)
-	WORKBOOK_BUILD_DIR=$(CURDIR)/$(TEST_BUILD) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks tests
+	WORKBOOK_BUILD_DIR=$(CURDIR)/$(TEST_BUILD) $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks tests
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks

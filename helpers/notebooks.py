@@ -43,6 +43,39 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
+_POLL_SLICE_S = 1.0
+
+
+def _patch_kernel_channel_polling() -> None:
+    """Work around executions that hang on cells with ipywidgets (nbclient issue #312).
+
+    nbclient waits for a cell's reply with one long (often unbounded) poll of
+    the kernel's shell socket; with widgets sending comm traffic that poll can
+    miss the reply and wait forever with the kernel idle. Polling in short
+    slices re-checks the socket every second, which finds the waiting reply.
+    """
+    from queue import Empty
+    from time import monotonic
+    from jupyter_client.channels import AsyncZMQSocketChannel
+    original = AsyncZMQSocketChannel.get_msg
+    if getattr(original, "_sliced", False):
+        return
+
+    async def get_msg(self, timeout=None):
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - monotonic())
+            try:
+                return await original(self, timeout=_POLL_SLICE_S if remaining is None
+                                      else min(_POLL_SLICE_S, remaining))
+            except Empty:
+                if deadline is not None and monotonic() >= deadline:
+                    raise
+
+    get_msg._sliced = True
+    AsyncZMQSocketChannel.get_msg = get_msg
+
+
 @dataclass
 class Execution:
     """The outcome of one papermill run."""
@@ -58,13 +91,16 @@ class Execution:
 
 
 def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | None = None,
-            build_dir: Path | None = None, timeout: int = 1800, log_output: bool = False) -> Execution:
+            build_dir: Path | None = None, timeout: int = 900, log_output: bool = False) -> Execution:
     """Execute `notebook` into `output` with papermill; never raises for a failing cell.
 
     build_dir: where the kernel's findings go (sets WORKBOOK_BUILD_DIR for the run).
+    timeout: seconds any one cell may run before the run is stopped as failed.
     """
     import nbformat
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
+    _patch_kernel_channel_polling()
     notebook = Path(notebook)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +114,8 @@ def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | 
                                 execution_timeout=timeout, kernel_name="python3")
         except pm.PapermillExecutionError as exc:
             ok, err, ename = False, f"{exc.ename}: {exc.evalue}", exc.ename
+        except CellTimeoutError as exc:
+            ok, err, ename = False, f"CellTimeoutError: {str(exc).splitlines()[0]}", "CellTimeoutError"
     seconds = time.perf_counter() - start
     failed_cell = None
     if not ok and output.exists():
