@@ -32,6 +32,15 @@ def _fresh_default_run(stem: str) -> dict | None:
     return doc if doc.get("seed") == DEFAULT_SEED else None
 
 
+def _record_seconds(stem: str, seed: int, seconds: float) -> None:
+    """Keep each papermill run's wall time in <build>/test-runs/seconds.json (for the README's table)."""
+    path = build_dir() / "test-runs" / "seconds.json"
+    times = json.loads(path.read_text()) if path.exists() else {}
+    times.setdefault(stem, {})[str(seed)] = round(seconds, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+
+
 def run_findings(stem: str, seed: int) -> dict:
     """The findings dict of notebook `stem` run with `seed` (other parameters default)."""
     key = (stem, seed)
@@ -42,6 +51,7 @@ def run_findings(stem: str, seed: int) -> dict:
         root = build_dir() / "test-runs" / f"seed-{seed}"
         result = execute(notebook_path(stem), root / "notebooks" / f"{stem}.ipynb",
                          parameters={"seed": seed}, build_dir=root)
+        _record_seconds(stem, seed, result.seconds)
         if not result.ok:
             pytest.fail(f"{stem} with seed={seed} failed in cell {result.failed_cell}: {result.error}")
         doc = json.loads(findings_path(stem, root).read_text())
