@@ -39,7 +39,7 @@ def lab_server(chromium_path):
     """A JupyterLab on a temporary copy of the widget notebooks; stopped at the end whatever happens."""
     notebooks = browser_tier.widget_notebooks()
     kernel_build = Path(tempfile.mkdtemp(prefix="workbook-browser-build-"))
-    server = lab_driver.start_lab(notebooks, kernel_build)
+    server = lab_driver.start_lab(notebooks, kernel_build, siblings=[browser_tier.REPO_ROOT / "data"])
     atexit.register(server.stop)  # even if pytest is interrupted before teardown
     try:
         yield server

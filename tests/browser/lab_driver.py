@@ -153,17 +153,23 @@ class LabServer:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def start_lab(notebooks: list[Path], kernel_build_dir: Path, *, timeout: float = 90.0) -> LabServer:
+def start_lab(notebooks: list[Path], kernel_build_dir: Path, *, siblings: list[Path] = (),
+              timeout: float = 90.0) -> LabServer:
     """Copy `notebooks` to a temporary folder and serve it with JupyterLab.
 
     kernel_build_dir: WORKBOOK_BUILD_DIR for the kernels (findings of the
     browser runs land there, not in the build folder the other tests read).
+    siblings: folders linked beside the copy (e.g. the repository's data/), so
+    a lesson reading "../data/..." finds what it finds in notebooks/.
     """
     home = Path(tempfile.mkdtemp(prefix="workbook-lab-"))
     root = home / "notebooks"
     root.mkdir()
     for path in notebooks:
         shutil.copy2(path, root / Path(path).name)
+    for folder in siblings:
+        if Path(folder).is_dir():
+            (home / Path(folder).name).symlink_to(Path(folder).resolve(), target_is_directory=True)
     settings = home / "settings"
     for rel, values in LAB_SETTINGS.items():
         target = settings / rel
