@@ -86,6 +86,15 @@ def select_notebooks(only: str | None) -> list[Path]:
     return [p for p in paths if p.stem[:2] in wanted or p.stem in wanted]
 
 
+def write_report(report: B.Report, root: Path) -> str:
+    """Write bench.json and bench.md (also after each notebook, so a cut-short run leaves its numbers)."""
+    from helpers.findings import atomic_write_text
+    atomic_write_text(root / "bench.json", json.dumps(report.as_dict(), indent=2, default=str) + "\n")
+    text = report.markdown()
+    atomic_write_text(root / "bench.md", text)
+    return text
+
+
 def measure_notebooks(paths, out: Path, setup_repeats: int, skip_setup: bool, report: B.Report,
                       log=print) -> list:
     from .measure import KernelWatcher, run_notebook, setup_time
@@ -121,6 +130,8 @@ def measure_notebooks(paths, out: Path, setup_repeats: int, skip_setup: bool, re
                                      failed=bool(timing.error), others_cores=watch.others_cores))
             entry["setup"] = timing.__dict__
         report.notebooks[path.stem] = entry
+        report.finished = f"(in progress: {len(runs)} of {len(paths)} notebooks)"
+        write_report(report, out.parent)
     return runs
 
 
@@ -158,7 +169,7 @@ def main(argv=None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a budget is not met")
     args = parser.parse_args(argv)
 
-    from helpers.findings import atomic_write_text, build_dir
+    from helpers.findings import build_dir
     root = build_dir()
     out = root / "bench"
     report = B.Report(machine=machine_info(), started=_now())
@@ -188,9 +199,7 @@ def main(argv=None) -> int:
     if args.only:
         report.notes.append(f"Partial run (--only {args.only}): no whole-workbook row.")
 
-    atomic_write_text(root / "bench.json", json.dumps(report.as_dict(), indent=2, default=str) + "\n")
-    text = report.markdown()
-    atomic_write_text(root / "bench.md", text)
+    text = write_report(report, root)
     print()
     print(text)
     print(f"written: {root / 'bench.md'}, {root / 'bench.json'}")
