@@ -38,6 +38,8 @@ def _next_values(control):
         values = [o[1] if isinstance(o, tuple) else o for o in opts]
     elif isinstance(control.value, bool):
         values = [not control.value, control.value]
+    elif hasattr(control, "base"):  # FloatLogSlider: min/max are exponents of `base`
+        values = [float(control.base ** e) for e in np.linspace(control.min, control.max, 12)]
     elif hasattr(control, "min") and hasattr(control, "max"):
         lo, hi = control.min, control.max
         step = getattr(control, "step", None) or (hi - lo) / 10

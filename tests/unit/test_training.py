@@ -51,3 +51,17 @@ def test_accuracy_in_both_modes():
     assert 0 <= acc_inf <= 1 and 0 <= acc_train <= 1
     # Keras 3 updates moving statistics on every training-mode call; scoring must not
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_time_callbacks_drives_every_control_kind():
+    import ipywidgets as w
+    from helpers.widgets import interact_panel, time_callbacks
+    seen = []
+    panel = interact_panel(lambda a, b, c, d: seen.append((a, b, c, d)), display_now=False,
+                           a=w.IntSlider(1, 1, 10), b=w.Dropdown(options=["x", "y"]), c=w.Checkbox(True),
+                           d=w.FloatLogSlider(value=1e-3, base=10, min=-4, max=-1))
+    latency = time_callbacks(panel, calls=8)
+    assert latency["calls"] == 8 and latency["median_s"] >= 0
+    assert len({s[0] for s in seen}) > 1 and len({s[1] for s in seen}) == 2 and len({s[2] for s in seen}) == 2
+    assert len({s[3] for s in seen}) > 1 and all(1e-4 <= s[3] <= 1e-1 + 1e-12 for s in seen)
+    assert seen[-1] == (1, "x", True, 1e-3)   # controls restored
