@@ -20,11 +20,25 @@ import numpy as np
 def interact_panel(fn, *, display_now: bool = True, **controls):
     """ipywidgets.interactive(fn, **controls), displayed; returns the panel.
 
+    fn may draw a figure, display() something, or return a rich object (a
+    Table, an Image): a returned rich object is displayed in the panel.
+
     panel.children[:-1] are the controls, panel.children[-1] the output area.
     """
+    import functools
+
     import ipywidgets as widgets
     from IPython.display import display
-    panel = widgets.interactive(fn, **controls)
+
+    @functools.wraps(fn)  # keeps fn's signature, which interactive() reads
+    def show(**kwargs):
+        result = fn(**kwargs)
+        # a returned Table, image or HTML object is shown; plain values (dicts of numbers) are not
+        if any(hasattr(result, r) for r in ("_repr_html_", "_repr_png_", "_repr_svg_", "_repr_markdown_")):
+            display(result)
+        return result
+
+    panel = widgets.interactive(show, **controls)
     panel.layout = widgets.Layout(border="1px solid #ddd", padding="6px")
     if display_now:
         display(panel)

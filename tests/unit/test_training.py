@@ -65,3 +65,18 @@ def test_time_callbacks_drives_every_control_kind():
     assert len({s[0] for s in seen}) > 1 and len({s[1] for s in seen}) == 2 and len({s[2] for s in seen}) == 2
     assert len({s[3] for s in seen}) > 1 and all(1e-4 <= s[3] <= 1e-1 + 1e-12 for s in seen)
     assert seen[-1] == (1, "x", True, 1e-3)   # controls restored
+
+
+def test_interact_panel_shows_a_returned_table(monkeypatch):
+    import IPython.display
+    import ipywidgets as w
+    from helpers.tables import Table
+    from helpers.widgets import interact_panel
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
+    panel = interact_panel(lambda n: Table(["n"], [[n]]) if n > 3 else {"n": n}, display_now=False,
+                           n=w.IntSlider(3, 1, 5))
+    panel.children[0].value = 4
+    panel.children[0].value = 2
+    tables = [o for o in shown if isinstance(o, Table)]
+    assert [t.rows for t in tables] == [[[4]]], "a returned Table is displayed; a plain dict is not"
