@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.notebooks import environ
+
 
 def _vm_hwm_bytes(pid: int) -> int | None:
     """Peak resident set size of a process from /proc (Linux), else None."""
@@ -128,20 +130,6 @@ def run_notebook(path: Path, out_dir: Path) -> NotebookRun:
                        error, findings)
 
 
-@contextlib.contextmanager
-def _environ(**values: str):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @dataclass
 class SetupTiming:
     """Seconds from asking for a fresh kernel to the end of the setup cell (median of repeats)."""
@@ -166,7 +154,7 @@ def setup_time(path: Path, build_dir: Path, repeats: int = 3) -> SetupTiming:
     last = setup_cell_index(nb)
     nb.cells = nb.cells[: last + 1]
     totals, starts, cells = [], [], []
-    with _environ(WORKBOOK_BUILD_DIR=str(Path(build_dir).resolve())):
+    with environ(WORKBOOK_BUILD_DIR=str(Path(build_dir).resolve())):
         for _ in range(repeats):
             client = NotebookClient(nb, timeout=600, kernel_name="python3",
                                     resources={"metadata": {"path": str(path.parent)}})

@@ -11,7 +11,11 @@ Topic modules (import them where a lesson needs them):
     helpers.models        small model builders
     helpers.training      train(): fit with one progress bar, history as a table
     helpers.plotting      one plot style, titles that state findings
-    helpers.gradient_noise  mini-batch gradient noise, gradient noise scale
+    helpers.batchnorm     NumPy reference BN, exact population statistics, precise BN
+    helpers.batch_size, helpers.gradient_noise   lesson 01: steps/epochs, regimes, gradient noise
+    helpers.small_batches lesson 02 · helpers.timeseries, helpers.bn_inference lesson 03
+    helpers.running_stats lesson 04 · helpers.distributed, helpers.scaling lesson 05
+    helpers.imbalanced, helpers.spikes lesson 06
     helpers.sweep         python -m helpers.sweep NOTEBOOK --grid name=v1,v2 ...
     helpers.run_all       python -m helpers.run_all (what `make run` calls)
 """

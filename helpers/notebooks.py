@@ -30,7 +30,8 @@ def notebook_path(stem: str) -> Path:
 
 
 @contextlib.contextmanager
-def _environ(**values: str):
+def environ(**values: str):
+    """Set environment variables for the duration of a with-block (a kernel inherits them)."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -107,7 +108,7 @@ def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | 
     env = {"WORKBOOK_BUILD_DIR": str(Path(build_dir).resolve())} if build_dir else {}
     start = time.perf_counter()
     ok, err, ename = True, "", ""
-    with _environ(**env):
+    with environ(**env):
         try:
             pm.execute_notebook(str(notebook), str(output), parameters=parameters or {},
                                 cwd=str(notebook.parent), progress_bar=False, log_output=log_output,

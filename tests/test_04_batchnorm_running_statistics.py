@@ -69,7 +69,7 @@ def test_widget_latency_recorded(findings, seed):
     for name in ("widget_running_variance_median_s", "widget_running_variance_p95_s",
                  "widget_running_variance_cpu_s"):
         assert isinstance(f[name], float) and math.isfinite(f[name]) and f[name] > 0
-    assert min(f["widget_running_variance_median_s"], f["widget_running_variance_cpu_s"]) <= 0.3
+    assert f["widget_running_variance_median_s"] <= 0.3
 
 
 def test_notebook_is_committed_clean_with_default_seed_0():
