@@ -44,7 +44,11 @@ def _busy_cpu_seconds() -> float:
 class KernelWatcher:
     """Poll this process's descendants (the kernel papermill starts) in a thread.
 
-    peak_bytes: sum over the descendants of each one's peak resident memory.
+    peak_bytes: peak memory of the kernel with its child processes: the largest
+      sum of the resident memory of the descendants alive at one poll, or the
+      largest single process's own peak (VmHWM, which catches spikes between
+      polls), whichever is larger. (Summing every process's peak would count
+      children that never ran at the same time.)
     own_cpu_s: CPU seconds those descendants used (last value seen per process).
     others_cores: average cores busy with work that is neither the kernel nor
     this process, over the watched interval.
@@ -55,6 +59,7 @@ class KernelWatcher:
         self.interval_s = interval_s
         self._me = psutil.Process(os.getpid())
         self._peak: dict[int, int] = {}
+        self._together_peak = 0
         self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -69,8 +74,10 @@ class KernelWatcher:
             children = self._me.children(recursive=True)
         except psutil.Error:
             return
+        together = 0
         for child in children:
             try:
+                together += child.memory_info().rss
                 hwm = _vm_hwm_bytes(child.pid)
                 if hwm is None:
                     hwm = child.memory_info().rss
@@ -80,6 +87,7 @@ class KernelWatcher:
                     t, "children_system", 0)
             except psutil.Error:
                 continue
+        self._together_peak = max(self._together_peak, together)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -97,7 +105,7 @@ class KernelWatcher:
         self._stop.set()
         self._thread.join()
         self.seconds = time.perf_counter() - self._t0
-        self.peak_bytes = sum(self._peak.values())
+        self.peak_bytes = max([self._together_peak, *self._peak.values()])
         self.own_cpu_s = sum(self._cpu.values())
         busy = _busy_cpu_seconds() - self._busy0
         mine = sum(self._me.cpu_times()[:2]) - self._me_cpu0

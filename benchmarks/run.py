@@ -107,7 +107,7 @@ def measure_notebooks(paths, out: Path, setup_repeats: int, skip_setup: bool, re
         detail = f"others busy {nb_run.others_cores:.1f} cores" + ("" if nb_run.ok else f"; {nb_run.error[:160]}")
         report.rows.append(B.Row("wall time (papermill, defaults)", path.stem, nb_run.seconds, budget, "s",
                                  detail, failed=not nb_run.ok, others_cores=nb_run.others_cores))
-        report.rows.append(B.Row("peak kernel memory (VmHWM)", path.stem, nb_run.peak_bytes or None,
+        report.rows.append(B.Row("peak memory, kernel + its children at once", path.stem, nb_run.peak_bytes or None,
                                  B.KERNEL_PEAK_BYTES, "bytes", others_cores=nb_run.others_cores))
         for name, lat in B.widget_latencies(nb_run.findings).items():
             p95 = lat.get("p95_s")

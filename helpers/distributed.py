@@ -119,6 +119,12 @@ class ReplicaPool:
             self._children[replicas] = ChildInterpreter(self.logical_devices, self.timeout)
         return self._children[replicas].call(fn, replicas=replicas, **kwargs)
 
+    def release(self, replicas: int) -> None:
+        """Stop the child for `replicas` now (its memory back); a later call starts a new one."""
+        child = self._children.pop(replicas, None)
+        if child is not None:
+            child.close()
+
     def close(self) -> None:
         for child in self._children.values():
             child.close()
