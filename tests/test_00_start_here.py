@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import SEEDS
+from notebook_runs import SEEDS
 
 STEM = "00_start_here"
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from conftest import SEEDS
+from notebook_runs import SEEDS
 
 STEM = "01_steps_epochs_and_batches"
 

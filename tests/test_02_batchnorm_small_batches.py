@@ -2,7 +2,7 @@
 import math
 
 import pytest
-from conftest import SEEDS
+from notebook_runs import SEEDS
 
 STEM = "02_batchnorm_small_batches"
 

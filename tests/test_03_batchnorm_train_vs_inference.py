@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from conftest import SEEDS
+from notebook_runs import SEEDS
 
 STEM = "03_batchnorm_train_vs_inference"
 

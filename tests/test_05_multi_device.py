@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from conftest import SEEDS
+from notebook_runs import SEEDS
 
 STEM = "05_multi_device_gradient_averaging"
 

@@ -2,7 +2,7 @@
 import math
 
 import pytest
-from conftest import SEEDS
+from notebook_runs import SEEDS
 
 STEM = "06_imbalanced_timestep_labels"
 
@@ -71,6 +71,6 @@ def test_bad_parameters_rejected(rejected, bad):
 
 
 def test_anomalies_must_be_fewer_than_timesteps(tmp_path):
-    from conftest import run_rejected
+    from notebook_runs import run_rejected
     result, _ = run_rejected(STEM, {"anomalies_per_series": 64, "timesteps": 64}, tmp_path)
     assert "anomalies_per_series" in result.error and "64" in result.error
