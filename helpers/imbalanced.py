@@ -202,17 +202,14 @@ def anomaly_windows(data: Series, window: int, *, random_windows_per_series: flo
 # ---------------------------------------------------------------- metrics
 
 
-def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Area under the precision-recall curve (average precision, step-wise) over
-    all timesteps. y_true, score: any equal shapes (flattened). 0 if no positive.
-
-    The all-zeros (or constant) predictor scores the positive rate, ~0.002 here.
-    """
+def _precision_recall_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Precision and recall at every distinct score threshold, from the highest
+    score down (ties evaluated together); None if there is no positive."""
     y = np.asarray(y_true, np.float64).ravel() > 0.5
     s = np.asarray(score, np.float64).ravel()
     n_pos = int(y.sum())
     if n_pos == 0:
-        return 0.0
+        return None
     order = np.argsort(-s, kind="mergesort")
     s_sorted, y_sorted = s[order], y[order]
     tp = np.cumsum(y_sorted)
@@ -220,26 +217,29 @@ def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     # evaluate only at the last index of each group of tied scores
     last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
     tp, fp = tp[last], fp[last]
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
+    return tp / (tp + fp), tp / n_pos
+
+
+def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the precision-recall curve (average precision, step-wise) over
+    all timesteps. y_true, score: any equal shapes (flattened). 0 if no positive.
+
+    The all-zeros (or constant) predictor scores the positive rate, ~0.002 here.
+    """
+    curve = _precision_recall_curve(y_true, score)
+    if curve is None:
+        return 0.0
+    precision, recall = curve
     recall_prev = np.r_[0.0, recall[:-1]]
     return float(np.sum((recall - recall_prev) * precision))
 
 
 def recall_at_precision(y_true: np.ndarray, score: np.ndarray, precision: float = 0.5) -> float:
     """Best recall over thresholds whose precision is ≥ `precision` (0 if none)."""
-    y = np.asarray(y_true, np.float64).ravel() > 0.5
-    s = np.asarray(score, np.float64).ravel()
-    n_pos = int(y.sum())
-    if n_pos == 0:
+    curve = _precision_recall_curve(y_true, score)
+    if curve is None:
         return 0.0
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(~y_sorted)
-    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
-    prec = tp[last] / (tp[last] + fp[last])
-    rec = tp[last] / n_pos
+    prec, rec = curve
     ok = prec >= precision
     return float(rec[ok].max()) if ok.any() else 0.0
 
