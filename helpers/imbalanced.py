@@ -244,24 +244,31 @@ def recall_at_precision(y_true: np.ndarray, score: np.ndarray, precision: float 
     return float(rec[ok].max()) if ok.any() else 0.0
 
 
+def _per_step(a: np.ndarray) -> np.ndarray:
+    """(N, T) or (N, T, 1) -> (N, T)."""
+    a = np.asarray(a)
+    return a[..., 0] if a.ndim == 3 else a
+
+
+def _widen(mask: np.ndarray, tolerance: int) -> np.ndarray:
+    """A boolean (N, T) mask that is also True within ±tolerance steps of every True step."""
+    if tolerance <= 0:
+        return mask
+    padded = np.pad(mask, ((0, 0), (tolerance, tolerance)))
+    wide = np.zeros_like(mask)
+    for k in range(2 * tolerance + 1):
+        wide |= padded[:, k:k + mask.shape[1]]
+    return wide
+
+
 def event_recall(y_true: np.ndarray, score: np.ndarray, *, threshold: float = 0.5,
                  tolerance: int = 2) -> float:
     """Fraction of anomalous *series-events* found: a series with labels counts
     as found if the score exceeds `threshold` at any step within ±`tolerance`
     steps of a labelled step. y_true, score: (N, T) (or (N, T, 1)).
     """
-    y = np.asarray(y_true)
-    s = np.asarray(score)
-    if y.ndim == 3:
-        y = y[..., 0]
-    if s.ndim == 3:
-        s = s[..., 0]
-    fired = s > threshold
-    if tolerance > 0:  # dilate the firing mask by ±tolerance steps
-        padded = np.pad(fired, ((0, 0), (tolerance, tolerance)))
-        fired = np.zeros_like(fired)
-        for k in range(2 * tolerance + 1):
-            fired |= padded[:, k:k + y.shape[1]]
+    y, s = _per_step(y_true), _per_step(score)
+    fired = _widen(s > threshold, tolerance)
     events = y.max(axis=1) > 0.5
     if not events.any():
         return 0.0
@@ -273,18 +280,8 @@ def false_alarms_per_series(y_true: np.ndarray, score: np.ndarray, *, threshold:
                             tolerance: int = 2) -> float:
     """Mean number of steps per series where the model fires (> threshold) farther
     than `tolerance` steps from any labelled step."""
-    y = np.asarray(y_true)
-    s = np.asarray(score)
-    if y.ndim == 3:
-        y = y[..., 0]
-    if s.ndim == 3:
-        s = s[..., 0]
-    near = y > 0.5
-    if tolerance > 0:
-        padded = np.pad(near, ((0, 0), (tolerance, tolerance)))
-        near = np.zeros_like(near)
-        for k in range(2 * tolerance + 1):
-            near |= padded[:, k:k + y.shape[1]]
+    y, s = _per_step(y_true), _per_step(score)
+    near = _widen(y > 0.5, tolerance)
     return float(((s > threshold) & ~near).sum() / y.shape[0])
 
 
