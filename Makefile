@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m helpers.run_all
+	$(PY) -m helpers.workbook.run_all
 
 test: $(STAMP)
 	WORKBOOK_BUILD_DIR=$(CURDIR)/$(TEST_BUILD) $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks tests

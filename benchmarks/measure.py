@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.notebooks import environ
+from helpers.workbook.notebooks import environ
 
 
 def _vm_hwm_bytes(pid: int) -> int | None:
@@ -126,8 +126,8 @@ class NotebookRun:
 
 def run_notebook(path: Path, out_dir: Path) -> NotebookRun:
     """Execute `path` with default parameters under papermill; findings go to out_dir/findings."""
-    from helpers.findings import load_findings
-    from helpers.notebooks import execute
+    from helpers.workbook.findings import load_findings
+    from helpers.workbook.notebooks import execute
     with KernelWatcher() as watch:
         result = execute(path, out_dir / "notebooks" / path.name, build_dir=out_dir)
     findings = {}
@@ -157,7 +157,7 @@ def setup_time(path: Path, build_dir: Path, repeats: int = 3) -> SetupTiming:
     """
     import nbformat
     from nbclient import NotebookClient
-    from helpers.notebooks import setup_cell_index
+    from helpers.workbook.notebooks import setup_cell_index
     nb = nbformat.read(path, as_version=4)
     last = setup_cell_index(nb)
     nb.cells = nb.cells[: last + 1]

@@ -28,7 +28,7 @@ def alternating_order(runs: int) -> list[str]:
 
 def training_overhead(runs: int = 5, epochs: int = 5, batch_size: int = 32, seed: int = 0) -> dict:
     """Time `runs` bare fits and `runs` train() calls of small_cnn on the digits."""
-    from helpers.environment import quiet_tensorflow, seed_everything
+    from helpers.workbook.environment import quiet_tensorflow, seed_everything
     quiet_tensorflow()
     seed_everything(seed)
     from helpers.data import load_digits

@@ -78,7 +78,7 @@ def machine_info() -> dict:
 
 
 def select_notebooks(only: str | None) -> list[Path]:
-    from helpers.notebooks import notebook_paths
+    from helpers.workbook.notebooks import notebook_paths
     paths = notebook_paths()
     if not only:
         return paths
@@ -88,7 +88,7 @@ def select_notebooks(only: str | None) -> list[Path]:
 
 def write_report(report: B.Report, root: Path) -> str:
     """Write bench.json and bench.md (also after each notebook, so a cut-short run leaves its numbers)."""
-    from helpers.findings import atomic_write_text
+    from helpers.workbook.findings import atomic_write_text
     atomic_write_text(root / "bench.json", json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     text = report.markdown()
     atomic_write_text(root / "bench.md", text)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a budget is not met")
     args = parser.parse_args(argv)
 
-    from helpers.findings import build_dir
+    from helpers.workbook.findings import build_dir
     root = build_dir()
     out = root / "bench"
     report = B.Report(machine=machine_info(), started=_now())

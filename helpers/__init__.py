@@ -10,21 +10,21 @@ Topic modules (import them where a lesson needs them):
     helpers.data          digits data set, batch orders (i.i.d., grouped by class)
     helpers.models        small model builders
     helpers.training      train(): fit with one progress bar, history as a table
-    helpers.plotting      one plot style, titles that state findings
     helpers.batchnorm     NumPy reference BN, exact population statistics, precise BN
     helpers.batch_size, helpers.gradient_noise   lesson 01: steps/epochs, regimes, gradient noise
     helpers.small_batches lesson 02 · helpers.timeseries, helpers.bn_inference lesson 03
     helpers.running_stats lesson 04 · helpers.distributed, helpers.scaling lesson 05
     helpers.imbalanced, helpers.spikes lesson 06
-    helpers.sweep         python -m helpers.sweep NOTEBOOK --grid name=v1,v2 ...
-    helpers.run_all       python -m helpers.run_all (what `make run` calls)
+
+The machinery that runs the workbook (setup, parameters, findings, execution,
+report, sweep, tables, plots, widgets) lives in the subpackage helpers.workbook.
 """
-from .checks import ClaimFailed, check
-from .environment import Run, setup
-from .findings import load_findings, record, show_findings
-from .params import (Bool, Choice, Float, FloatList, Int, IntList, ListOf,
+from .workbook.checks import ClaimFailed, check
+from .workbook.environment import Run, setup
+from .workbook.findings import load_findings, record, show_findings
+from .workbook.params import (Bool, Choice, Float, FloatList, Int, IntList, ListOf,
                      ParameterError, check_relation)
-from .tables import Table
+from .workbook.tables import Table
 
 __all__ = ["setup", "Run", "record", "show_findings", "load_findings", "check", "ClaimFailed",
            "Int", "Float", "Bool", "Choice", "ListOf", "IntList", "FloatList",

@@ -109,7 +109,7 @@ def show_batch_choice(grid: dict, n_examples: int, batch_size: int, learning_rat
     grid (see gradient_noise.loss_curve_grid) against epochs, with the other batch
     sizes at the same learning rate in grey. One panel, linear axes: it must redraw fast."""
     import matplotlib.pyplot as plt
-    from .plotting import figure
+    from .workbook.plotting import figure
     epochs, loss = grid[(batch_size, learning_rate)]
     steps = steps_per_epoch(n_examples, batch_size)
     final = loss[-1]

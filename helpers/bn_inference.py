@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .tables import Table
+from .workbook.tables import Table
 
 
 # ----------------------------------------------------------------------------- model
@@ -431,7 +431,7 @@ def plot_window_in_batch(model, x: np.ndarray, y: np.ndarray, window: int, batch
     Returns the window_in_batch() dict.
     """
     import matplotlib.pyplot as plt
-    from .plotting import figure
+    from .workbook.plotting import figure
     out = window_in_batch(model, x, y, window, batch_size, mode, seed)
     label = "fault" if y[window] == 1 else "normal"
     fig, ax = figure(finding=f"window {window} ({label}): P(fault) = {out['probability']:.3f} "

@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def _child_init(logical_devices: int) -> None:
     """Runs first in a fresh interpreter: quiet TF, create the logical devices."""
-    from .environment import configure_logical_devices, quiet_tensorflow
+    from .workbook.environment import configure_logical_devices, quiet_tensorflow
     quiet_tensorflow()
     if logical_devices:
         configure_logical_devices(logical_devices)
@@ -495,7 +495,7 @@ def multiworker_job(*, weights: list, x: np.ndarray, y: np.ndarray, sizes: Seque
 
 def _worker_main(job_path: str, result_path: str) -> None:
     """Entry point of a worker process: load the job, run it, pickle the result."""
-    from .environment import quiet_tensorflow
+    from .workbook.environment import quiet_tensorflow
     quiet_tensorflow()
     with open(job_path, "rb") as fh:
         kwargs = pickle.load(fh)

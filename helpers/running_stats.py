@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .batchnorm import batch_statistics, bn_layers, relative_error
-from .tables import Table
+from .workbook.tables import Table
 
 
 # --- reading, saving and restoring the moving statistics -------------------------------------
@@ -334,7 +334,7 @@ def simulation_view(*, batch_size: int = 32, full_batches: int = 44, seed: int =
     import matplotlib.ticker
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from .plotting import STYLE
+    from .workbook.plotting import STYLE
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(6.4, 3.4), dpi=72)
         FigureCanvasAgg(fig)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .batchnorm import batch_statistics, bn_inference, bn_layers, bn_train, precise_bn
 from .data import epoch_batches
-from .tables import Table
+from .workbook.tables import Table
 
 ORDERS = ("iid", "grouped")
 ORDER_LABELS = {"iid": "i.i.d.", "grouped": "correlated (same class)"}
@@ -393,7 +393,7 @@ def remedies_table(rows: Sequence[tuple[str, float, float, str]]) -> Table:
 
 def plot_variance_ratio(iid: Table, grouped: Table | None = None, finding: str | None = None):
     """Measured E[biased var]/var (± 5 standard errors) and the m/(m-1) corrected ratio against m."""
-    from .plotting import figure
+    from .workbook.plotting import figure
     fig, ax = figure(finding=finding, width=7.5, height=4.2)
     m = np.array(iid.column("batch size m"), float)
     grid = np.geomspace(m.min(), m.max(), 200)
@@ -414,7 +414,7 @@ def plot_variance_ratio(iid: Table, grouped: Table | None = None, finding: str |
 
 def plot_estimator_spread(iid: Table, finding: str | None = None):
     """Relative standard deviation of the batch mean and batch variance against m (log-log)."""
-    from .plotting import figure
+    from .workbook.plotting import figure
     fig, ax = figure(finding=finding, width=7.0, height=4.0)
     m = np.array(iid.column("batch size m"), float)
     ax.plot(m, iid.column("sd of batch mean / sd"), "o-", label="batch mean: sd / population sd")
@@ -431,7 +431,7 @@ def plot_estimator_spread(iid: Table, finding: str | None = None):
 
 def plot_sweep(results: Sequence[RunResult], batch_sizes: Sequence[int], finding: str | None = None):
     """Test accuracy vs batch size per normalization, i.i.d. batches (BN as trained and after precise BN)."""
-    from .plotting import figure
+    from .workbook.plotting import figure
     fig, ax = figure(finding=finding, width=7.5, height=4.2)
     by = {r.key: r for r in results}
     for i, norm in enumerate(("batch", "group", "layer", "none")):
@@ -456,7 +456,7 @@ def plot_orders(results: dict, batch_sizes: Sequence[int], finding: str | None =
     BN is plotted after precise BN, so the curves compare what the weights learned,
     not how far the moving averages had converged.
     """
-    from .plotting import figure
+    from .workbook.plotting import figure
     fig, ax = figure(finding=finding, width=7.5, height=4.2)
     for norm, color in (("batch", "C0"), ("group", "C1")):
         for order, style in (("iid", "o-"), ("grouped", "s--")):

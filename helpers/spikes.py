@@ -748,7 +748,7 @@ if __name__ == "__main__":
 def plot_example_series(data: imb.Series, n: int = 3, zoom: int = 12):
     """Anomalous series (top row, full length) and a ±zoom window around each anomaly
     (bottom row), labelled steps marked. Returns the figure."""
-    from .plotting import figure
+    from .workbook.plotting import figure
     idx = np.flatnonzero(data.has_anomaly)[:n]
     fig, axes = figure(len(idx), 2, finding="The anomaly is a 3-step zigzag: visible in its window, "
                                             "not by its height")
@@ -770,7 +770,7 @@ def plot_example_series(data: imb.Series, n: int = 3, zoom: int = 12):
 def plot_batch_vs_monitored(res: RunResult, finding: str):
     """Per-batch training loss (coloured by labelled steps in the batch) and the
     monitored loss on the fixed set, log scale. Returns the figure."""
-    from .plotting import figure
+    from .workbook.plotting import figure
     fig, ax = figure(1, 1, finding=finding, width=9, height=3.8)
     steps = np.arange(1, len(res.batch_loss) + 1)
     sc = ax.scatter(steps, res.batch_loss, c=res.batch_positives, s=9, cmap="viridis", label="per-batch loss")
@@ -789,7 +789,7 @@ def plot_batch_vs_monitored(res: RunResult, finding: str):
 def plot_spike_map(summary: list[dict], finding: str):
     """Fraction of seeds with a monitored spike vs learning rate, one line per
     positive weight, with 95% Wilson intervals. Returns the figure."""
-    from .plotting import figure
+    from .workbook.plotting import figure
     fig, ax = figure(1, 1, finding=finding, width=7.5, height=4)
     weights = sorted({r["positive_weight"] for r in summary}, key=_weight_key)
     for j, w in enumerate(weights):
@@ -817,7 +817,7 @@ def plot_run(res: RunResult, title: str | None = None):
 def mechanism_table(positive_weight: float, p_anomaly: float, p_normal: float = 0.01,
                     steps_in_batch: int = 32 * 128):
     """The analytic mechanism as a Table (what the widget shows)."""
-    from .tables import Table
+    from .workbook.tables import Table
     m = imb.anomaly_loss_vs_normals(positive_weight, p_anomaly, p_normal, steps_in_batch)
     return Table(["quantity", "value"], [
         ["loss of the missed anomalous step, w·(−log p)", m["loss_of_miss"]],

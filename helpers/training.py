@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .tables import Table
+from .workbook.tables import Table
 
 
 def progress_callback(total_epochs: int, desc: str, enabled: bool = True):

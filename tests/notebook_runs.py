@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.findings import build_dir, findings_path
-from helpers.notebooks import execute, notebook_path
+from helpers.workbook.findings import build_dir, findings_path
+from helpers.workbook.notebooks import execute, notebook_path
 
 SESSION_START = time.time()
 DEFAULT_SEED = 0
@@ -66,7 +66,7 @@ def run_rejected(stem: str, parameters: dict, tmp_path: Path):
     source notebook is byte-for-byte unchanged.
     """
     import nbformat
-    from helpers.notebooks import setup_cell_index
+    from helpers.workbook.notebooks import setup_cell_index
     source = notebook_path(stem)
     before = source.read_bytes()
     result = execute(source, tmp_path / f"{stem}.ipynb", parameters=parameters, build_dir=tmp_path / "build")

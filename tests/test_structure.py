@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.notebooks import REPO_ROOT, notebook_paths, setup_cell_index
+from helpers.workbook.notebooks import REPO_ROOT, notebook_paths, setup_cell_index
 
 NOTEBOOKS = notebook_paths()
 IDS = [p.stem for p in NOTEBOOKS]

@@ -4,7 +4,7 @@ import pytest
 
 from helpers.batchnorm import (batch_statistics, bn_inference, bn_layers, bn_train, population_statistics,
                                precise_bn, running_variance_error)
-from helpers.environment import seed_everything
+from helpers.workbook.environment import seed_everything
 from helpers.models import small_cnn
 
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-import helpers.findings as findings
+import helpers.workbook.findings as findings
 
 
 @pytest.fixture

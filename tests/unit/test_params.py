@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from helpers.params import (Bool, Choice, Float, FloatList, Int, IntList, ParameterError, check_relation,
+from helpers.workbook.params import (Bool, Choice, Float, FloatList, Int, IntList, ParameterError, check_relation,
                             validate)
 
 

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from helpers.notebooks import Execution
-from helpers.run_all import run_all
+from helpers.workbook.notebooks import Execution
+from helpers.workbook.run_all import run_all
 
 
 def _fake_executor(fail=(), interrupt_at=None):

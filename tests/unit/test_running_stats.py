@@ -8,7 +8,7 @@ from helpers import running_stats as rs
 @pytest.fixture(scope="module")
 def tiny():
     """A small BN network (momentum 0.9) after a few training steps, and 256 digits."""
-    from helpers.environment import quiet_tensorflow, seed_everything
+    from helpers.workbook.environment import quiet_tensorflow, seed_everything
     quiet_tensorflow()
     seed_everything(0)
     from helpers.data import load_digits
@@ -113,7 +113,7 @@ def test_single_update_errors_table_and_model_unchanged(tiny):
 
 
 def test_dropout_variance_shift_only_before_bn():
-    from helpers.environment import seed_everything
+    from helpers.workbook.environment import seed_everything
     from helpers.data import load_digits
     seed_everything(1)
     x = load_digits().x_train[:256]

@@ -1,7 +1,7 @@
 """Same seed -> identical weights, at initialisation and after training."""
 import numpy as np
 
-from helpers.environment import seed_everything
+from helpers.workbook.environment import seed_everything
 from helpers.models import compile_classifier, small_cnn
 from helpers.training import train
 

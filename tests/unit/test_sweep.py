@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from helpers.notebooks import Execution
-from helpers.sweep import grid_points, parse_grid, split_top_level, summarize, sweep
+from helpers.workbook.notebooks import Execution
+from helpers.workbook.sweep import grid_points, parse_grid, split_top_level, summarize, sweep
 
 
 def test_parse_grid_literals_lists_and_strings():

@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from helpers.environment import seed_everything
+from helpers.workbook.environment import seed_everything
 from helpers.models import compile_classifier, mlp
 from helpers.training import History, accuracy, epoch_log, progress_callback, train
 
@@ -55,7 +55,7 @@ def test_accuracy_in_both_modes():
 
 def test_time_callbacks_drives_every_control_kind():
     import ipywidgets as w
-    from helpers.widgets import interact_panel, time_callbacks
+    from helpers.workbook.widgets import interact_panel, time_callbacks
     seen = []
     panel = interact_panel(lambda a, b, c, d: seen.append((a, b, c, d)), display_now=False,
                            a=w.IntSlider(1, 1, 10), b=w.Dropdown(options=["x", "y"]), c=w.Checkbox(True),
@@ -70,8 +70,8 @@ def test_time_callbacks_drives_every_control_kind():
 def test_interact_panel_shows_a_returned_table(monkeypatch):
     import IPython.display
     import ipywidgets as w
-    from helpers.tables import Table
-    from helpers.widgets import interact_panel
+    from helpers.workbook.tables import Table
+    from helpers.workbook.widgets import interact_panel
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
     panel = interact_panel(lambda n: Table(["n"], [[n]]) if n > 3 else {"n": n}, display_now=False,

@@ -98,7 +98,7 @@ def setup(notebook: str, *, seed: tuple, logical_devices: int | tuple = 0, verbo
     """Validate, quiet, configure devices, seed, start the findings file.
 
     notebook: the notebook's stem, e.g. "01_steps_epochs_and_batches".
-    seed and every other keyword: a pair (value, rule) from helpers.params,
+    seed and every other keyword: a pair (value, rule) from helpers.workbook.params,
       e.g. epochs=(epochs, Int(1, 50)). A bad value raises ParameterError naming
       the parameter, the value and the allowed range, before any work starts.
     logical_devices: 0 for the default single CPU device, else 1..8; or a

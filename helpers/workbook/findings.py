@@ -17,7 +17,7 @@ from typing import Any
 
 from .tables import Table
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _current: dict | None = None  # set by start_findings(), i.e. by setup()
 

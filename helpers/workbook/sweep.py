@@ -1,6 +1,6 @@
 """Run one notebook over a grid of parameters with papermill and collect findings.
 
-    python -m helpers.sweep notebooks/02_batchnorm_small_batches.ipynb --grid seed=0,1,2 epochs=5,10
+    python -m helpers.workbook.sweep notebooks/02_batchnorm_small_batches.ipynb --grid seed=0,1,2 epochs=5,10
 
 Each grid point is one papermill run into build/sweeps/<name>/run-NNN/ (one
 failure does not stop the rest). Every run's parameters, status, seconds and

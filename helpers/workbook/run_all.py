@@ -1,7 +1,7 @@
 """Execute every notebook into build/, render HTML, write the findings report.
 
-    python -m helpers.run_all            # what `make run` calls
-    python -m helpers.run_all 01 03      # only notebooks whose names start with these
+    python -m helpers.workbook.run_all            # what `make run` calls
+    python -m helpers.workbook.run_all 01 03      # only notebooks whose names start with these
 
 Work happens in a staging folder beside build/; build/ is replaced only when
 the run finishes (a notebook that fails is reported as failed, the others still
