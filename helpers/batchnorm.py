@@ -7,6 +7,8 @@ every axis but the last, so a (N, C) dense input and a (N, T, C) or
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
@@ -55,6 +57,25 @@ def bn_layers(model) -> list:
     for layer in model.layers:
         walk(layer)
     return found
+
+
+@contextlib.contextmanager
+def preserved_bn_state(model):
+    """Put every BN layer's non-trainable state back on exit: moving mean and variance,
+    and batch renormalization's extra moving statistics where the layer has them.
+
+    Keras 3 updates these on *every* call with training=True, not only inside fit,
+    so scoring a model in training mode would otherwise change how it predicts in
+    inference mode. This is the workbook's one implementation of that guard.
+    """
+    layers = bn_layers(model)
+    saved = [[np.array(v.numpy()) for v in layer.non_trainable_variables] for layer in layers]
+    try:
+        yield
+    finally:
+        for layer, values in zip(layers, saved):
+            for variable, value in zip(layer.non_trainable_variables, values):
+                variable.assign(value)
 
 
 def moving_statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:

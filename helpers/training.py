@@ -80,14 +80,9 @@ def predict_proba(model, x, *, training: bool = False, batch_size: int = 512) ->
     every BN layer's moving statistics (outside fit too); this function saves
     and restores them, so scoring in training mode leaves the model unchanged.
     """
-    from .batchnorm import bn_layers
-    saved = [(l, l.moving_mean.numpy(), l.moving_variance.numpy()) for l in bn_layers(model)] if training else []
-    try:
+    from .batchnorm import preserved_bn_state
+    with preserved_bn_state(model):
         outs = [np.asarray(model(x[i:i + batch_size], training=training)) for i in range(0, len(x), batch_size)]
-    finally:
-        for layer, mean, var in saved:
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(var)
     return np.concatenate(outs, axis=0)
 
 

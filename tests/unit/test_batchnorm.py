@@ -41,3 +41,25 @@ def test_precise_bn_assigns_the_exact_statistics():
     mean, var = batch_statistics(np.asarray(conv(x)), unbiased=True)
     assert np.allclose(np.asarray(bn_layers(model)[0].moving_variance), var, rtol=1e-4)
     assert np.allclose(population_statistics(model, x)[0][0], mean, atol=1e-5)
+
+
+def test_preserved_bn_state_restores_moving_and_renorm_statistics():
+    import keras
+    from helpers.batchnorm import bn_layers, preserved_bn_state
+    seed_everything(0)
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(renorm=True)])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.BatchNormalization(), inner])
+    layers = bn_layers(model)
+    assert len(layers) == 2  # the nested model's BN is found too
+    before = [[np.array(v) for v in l.non_trainable_variables] for l in layers]
+    assert len(before[1]) > 2  # renorm keeps extra moving statistics
+    x = np.random.default_rng(0).normal(3.0, 2.0, (16, 4)).astype("float32")
+    with preserved_bn_state(model):
+        model(x, training=True)
+        changed = [[not np.allclose(np.array(v), b) for v, b in zip(l.non_trainable_variables, bs)]
+                   for l, bs in zip(layers, before)]
+    assert all(any(c) for c in changed), "a training-mode call should have moved the statistics"
+    after = [[np.array(v) for v in l.non_trainable_variables] for l in layers]
+    for a_layer, b_layer in zip(after, before):
+        for a, b in zip(a_layer, b_layer):
+            np.testing.assert_array_equal(a, b)
