@@ -176,3 +176,36 @@ def tf_gradient(model: SoftmaxRegression, X, y) -> np.ndarray:
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y), logits))
     gW, gb = tape.gradient(loss, [W, b])
     return np.concatenate([gW.numpy().ravel(), gb.numpy()])
+
+
+@dataclass(frozen=True)
+class TwoBatchNoiseScale:
+    """McCandlish et al. (2018), appendix A: the noise scale from two batch sizes only."""
+    grad_norm_sq: float   # unbiased estimate of |G|^2
+    trace_sigma: float    # unbiased estimate of tr(Σ), per example
+    b_small: int
+    b_big: int
+
+    @property
+    def b_simple(self) -> float:
+        """tr(Σ) / |G|^2 in examples; inf where the |G|^2 estimate is not positive (noise dominates)."""
+        return self.trace_sigma / self.grad_norm_sq if self.grad_norm_sq > 0 else math.inf
+
+
+def two_batch_noise_scale(small_sq_norms, b_small: int, big_sq_norms, b_big: int) -> TwoBatchNoiseScale:
+    """B_simple from squared norms of mini-batch gradients at two batch sizes, no full gradient needed.
+
+    small_sq_norms, big_sq_norms: |g_B|^2 for several independent batches of size b_small and
+    b_big (1-D arrays, or single floats). With E|g_B|^2 = |G|^2 + tr(Σ)/B, the two means give
+        |G|^2  ≈ (b_big·|g_big|^2 − b_small·|g_small|^2) / (b_big − b_small)
+        tr(Σ)  ≈ (|g_small|^2 − |g_big|^2) / (1/b_small − 1/b_big)
+    (each unbiased; their ratio is not, so average many batches before dividing).
+    This is how a user with a big model estimates it: only gradients they already compute.
+    """
+    if not 0 < b_small < b_big:
+        raise ValueError(f"need 0 < b_small < b_big, got {b_small}, {b_big}")
+    small = float(np.mean(small_sq_norms))
+    big = float(np.mean(big_sq_norms))
+    g_sq = (b_big * big - b_small * small) / (b_big - b_small)
+    trace = (small - big) / (1.0 / b_small - 1.0 / b_big)
+    return TwoBatchNoiseScale(grad_norm_sq=g_sq, trace_sigma=trace, b_small=int(b_small), b_big=int(b_big))

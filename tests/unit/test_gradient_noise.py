@@ -41,3 +41,20 @@ def test_noise_follows_one_over_b(problem):
     assert np.all(np.abs(ratio - 1) < 0.1)
     assert -1.2 < noise.loglog_slope < -0.9
     assert noise.noise_scale == pytest.approx(noise.trace_sigma / noise.grad_norm_sq)
+
+
+def test_two_batch_noise_scale_recovers_a_known_gradient_and_noise():
+    # per-example gradients with a known mean G and covariance Σ: the estimator sees only mini-batch norms
+    from helpers.gradient_noise import two_batch_noise_scale
+    rng = np.random.default_rng(0)
+    G = np.array([0.3, -0.2, 0.1])
+    sd = np.array([1.0, 2.0, 0.5])      # tr(Σ) = 1 + 4 + 0.25 = 5.25, |G|^2 = 0.14: B_simple = 37.5
+    def sq_norms(b, n):
+        return np.array([np.sum((G + rng.normal(0, sd, (b, 3)).mean(0)) ** 2) for _ in range(n)])
+    est = two_batch_noise_scale(sq_norms(4, 20000), 4, sq_norms(256, 20000), 256)
+    true_trace, true_g = float(np.sum(sd ** 2)), float(G @ G)
+    assert est.trace_sigma == pytest.approx(true_trace, rel=0.05)
+    assert est.grad_norm_sq == pytest.approx(true_g, rel=0.1)
+    assert est.b_simple == pytest.approx(true_trace / true_g, rel=0.15)
+    with pytest.raises(ValueError):
+        two_batch_noise_scale([1.0], 8, [1.0], 8)
