@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Tests write their executed notebooks and findings here, not over `make run`'s build/.
 TEST_BUILD := build/test
 
-.PHONY: setup run test lab bench clean
+.PHONY: setup run test lab bench data clean
 
 setup: $(STAMP)
 
@@ -17,18 +17,28 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
+# Extra arguments for run: `make run ARGS="01 03"` (some notebooks), `make run ARGS="-p seed 1"`.
+ARGS ?=
+
 run: $(STAMP)
-	$(PY) -m helpers.workbook.run_all
+	$(PY) -m helpers.workbook.run_all $(ARGS)
+
+# Regenerate lesson 06's committed tables (data/spike_map.csv, data/remedies.csv) with provenance.
+data: $(STAMP)
+	$(PY) -m helpers.spikes.regenerate
 
 test: $(STAMP)
 	WORKBOOK_BUILD_DIR=$(CURDIR)/$(TEST_BUILD) $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks tests
 
+# The kernelspec "python3" inside JupyterLab is this .venv's interpreter, whatever the user has installed.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	JUPYTER_PATH="$$($(PY) -c 'from helpers.workbook.notebooks import kernelspec_dir; print(kernelspec_dir())')$${JUPYTER_PATH:+:$$JUPYTER_PATH}" \
+	  $(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
+# `make bench ARGS=--strict` exits non-zero when a budget is not met.
 bench: $(STAMP)
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(ARGS)
 
 clean:
-	rm -rf build .build-staging-* .pytest_cache
+	rm -rf build .build-* .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

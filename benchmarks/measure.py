@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.workbook.notebooks import environ
+from helpers.workbook.notebooks import environ, venv_kernel
 
 
 def _vm_hwm_bytes(pid: int) -> int | None:
@@ -162,9 +162,9 @@ def setup_time(path: Path, build_dir: Path, repeats: int = 3) -> SetupTiming:
     last = setup_cell_index(nb)
     nb.cells = nb.cells[: last + 1]
     totals, starts, cells = [], [], []
-    with environ(WORKBOOK_BUILD_DIR=str(Path(build_dir).resolve())):
+    with environ(WORKBOOK_BUILD_DIR=str(Path(build_dir).resolve())), venv_kernel() as kernel_name:
         for _ in range(repeats):
-            client = NotebookClient(nb, timeout=600, kernel_name="python3",
+            client = NotebookClient(nb, timeout=600, kernel_name=kernel_name,
                                     resources={"metadata": {"path": str(path.parent)}})
             t0 = time.perf_counter()
             try:

@@ -3,6 +3,15 @@
     python -m benchmarks.run                 # everything (about 15 min on an idle 2-core machine)
     python -m benchmarks.run --only 01,03    # some notebooks (no whole-workbook row)
     python -m benchmarks.run --skip-setup --skip-overhead
+    python -m benchmarks.run --strict        # exit 1 when any budget is not met
+
+Every time a notebook records as a finding (names ending _s / _ms, or with
+"seconds" or "latency") gets a row: judged against its budget where it has one
+(widget medians ≤ 0.3 s, budgets.FINDING_TIME_BUDGETS), shown with "no budget"
+otherwise. Check cells and tests never assert times; this is where they are judged.
+The `python -m helpers.diagnose` CLI is timed through benchmarks/diagnose_cli.py
+(~1M parameters, 10,000 examples) on whole runs, or with --diagnose-cli next to
+--only; --skip-diagnose-cli skips it.
 
 Prints the table and writes <build>/bench.md and <build>/bench.json
 (<build> = $WORKBOOK_BUILD_DIR or build/). Executed notebooks and their
@@ -14,7 +23,6 @@ a measurement could not be taken; with --strict, also 1 when a budget is not met
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -31,23 +39,10 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-@contextlib.contextmanager
-def stderr_to(path: Path):
-    """Send file descriptor 2 (ours and the kernels' we start) to `path` meanwhile.
+from helpers.workbook.notebooks import stderr_to  # noqa: E402  (kernel chatter to a log file)
 
-    Kernels print start-up warnings there; the benchmark's own progress goes to stdout.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+REPO = Path(__file__).resolve().parent.parent
+DIAGNOSE_MODULE = REPO / "benchmarks" / "diagnose_cli.py"
 
 
 def machine_info() -> dict:
@@ -95,6 +90,59 @@ def write_report(report: B.Report, root: Path) -> str:
     return text
 
 
+def time_rows(stem: str, findings: dict, others_cores: float | None = None) -> list[B.Row]:
+    """One row per time the notebook recorded: widget medians (p95 beside them) and every other time."""
+    rows = []
+    widgets = B.widget_latencies(findings)
+    for name, lat in widgets.items():
+        p95 = lat.get("p95_s")
+        if "median_s" in lat:
+            rows.append(B.Row(f"widget '{name}' callback median", stem, lat["median_s"],
+                              B.WIDGET_MEDIAN_SECONDS, "s",
+                              f"p95 {B.format_quantity(p95, 's')}" if p95 is not None else "",
+                              others_cores=others_cores))
+    for name, value in B.recorded_times(findings).items():
+        m = B.WIDGET_FINDING.match(name)
+        if m and "median_s" in widgets.get(m.group("name"), {}):
+            continue  # shown in the widget row above
+        rows.append(B.Row(f"recorded time {name}", stem, value, B.time_budget(stem, name), B.time_unit(name),
+                          "finding of the default run", others_cores=others_cores))
+    return rows
+
+
+def measure_diagnose_cli(report: B.Report, log=print) -> None:
+    """Time the diagnosis CLI through benchmarks/diagnose_cli.py (a child process, watched for memory).
+
+    If the script's last stdout line is JSON with "seconds" (and "peak_bytes"), those
+    are its own measurements of the CLI alone; otherwise the child's wall time and peak are used.
+    """
+    from .measure import KernelWatcher
+    log("· python -m helpers.diagnose on a ~1M-parameter model (benchmarks/diagnose_cli.py) ...", flush=True)
+    import time
+    t0 = time.perf_counter()
+    with KernelWatcher() as watch:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.diagnose_cli"], capture_output=True, text=True,
+                              cwd=REPO)
+    seconds, peak, detail = time.perf_counter() - t0, watch.peak_bytes or None, "wall time of the whole script"
+    try:
+        own = json.loads(proc.stdout.strip().splitlines()[-1])
+        if isinstance(own, dict) and isinstance(own.get("seconds"), (int, float)):
+            seconds, detail = float(own["seconds"]), "the CLI alone, as measured by benchmarks/diagnose_cli.py"
+            peak = own.get("peak_bytes", peak)
+            if own.get("parameters"):
+                detail += f"; {own['parameters']:,} parameters, {own.get('examples', '?'):,} examples"
+    except (IndexError, json.JSONDecodeError):
+        pass
+    failed = proc.returncode != 0
+    if failed:
+        detail = f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-200:]}"
+    report.rows.append(B.Row("diagnose CLI wall time (~1M parameters, 10,000 examples)", "helpers.diagnose",
+                             seconds, B.DIAGNOSE_CLI_SECONDS, "s", detail, failed=failed,
+                             others_cores=watch.others_cores))
+    report.rows.append(B.Row("diagnose CLI peak memory", "helpers.diagnose", peak, B.DIAGNOSE_CLI_PEAK_BYTES,
+                             "bytes", failed=failed, others_cores=watch.others_cores))
+
+
 def measure_notebooks(paths, out: Path, setup_repeats: int, skip_setup: bool, report: B.Report,
                       log=print) -> list:
     from .measure import KernelWatcher, run_notebook, setup_time
@@ -109,12 +157,7 @@ def measure_notebooks(paths, out: Path, setup_repeats: int, skip_setup: bool, re
                                  detail, failed=not nb_run.ok, others_cores=nb_run.others_cores))
         report.rows.append(B.Row("peak memory, kernel + its children at once", path.stem, nb_run.peak_bytes or None,
                                  B.KERNEL_PEAK_BYTES, "bytes", others_cores=nb_run.others_cores))
-        for name, lat in B.widget_latencies(nb_run.findings).items():
-            p95 = lat.get("p95_s")
-            report.rows.append(B.Row(f"widget '{name}' callback median", path.stem, lat.get("median_s"),
-                                     B.WIDGET_MEDIAN_SECONDS, "s",
-                                     f"p95 {B.format_quantity(p95, 's')}" if p95 is not None else "",
-                                     others_cores=nb_run.others_cores))
+        report.rows.extend(time_rows(path.stem, nb_run.findings, nb_run.others_cores))
         entry = {"ok": nb_run.ok, "seconds": nb_run.seconds, "peak_bytes": nb_run.peak_bytes,
                  "others_cores": nb_run.others_cores, "error": nb_run.error,
                  "widgets": B.widget_latencies(nb_run.findings)}
@@ -166,6 +209,9 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-notebooks", action="store_true")
     parser.add_argument("--skip-setup", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--diagnose-cli", action="store_true",
+                        help="time the diagnosis CLI even with --only (it runs by default on whole runs)")
+    parser.add_argument("--skip-diagnose-cli", action="store_true")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a budget is not met")
     args = parser.parse_args(argv)
 
@@ -188,6 +234,13 @@ def main(argv=None) -> int:
         with stderr_to(out / "stderr.log"):
             measure_overhead(args.overhead_runs, args.overhead_epochs, report)
 
+    want_diagnose = (args.diagnose_cli or not args.only) and not args.skip_diagnose_cli
+    if want_diagnose and DIAGNOSE_MODULE.exists():
+        with stderr_to(out / "stderr.log"):
+            measure_diagnose_cli(report)
+    elif want_diagnose:
+        report.notes.append("benchmarks/diagnose_cli.py does not exist yet: the diagnosis CLI was not timed.")
+
     others = [r.others_cores for r in runs if r.others_cores == r.others_cores]
     report.machine["others_cores"] = statistics.mean(others) if others else float("nan")
     report.machine["load_after"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -195,7 +248,7 @@ def main(argv=None) -> int:
     for row in report.rows:
         if row.others_cores is None and row.subject == "helpers.training":
             row.others_cores = report.overhead.get("others_cores")
-    report.notes = [B.why_over(r, report.machine["cores"]) for r in B.not_met(report.rows)]
+    report.notes = [B.why_over(r, report.machine["cores"]) for r in B.not_met(report.rows)] + report.notes
     if args.only:
         report.notes.append(f"Partial run (--only {args.only}): no whole-workbook row.")
 

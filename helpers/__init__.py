@@ -6,26 +6,30 @@ arguments. The notebooks start with
     from helpers import setup, record, show_findings, check, Int, Float, ...
     run = setup("NN_name", seed=(seed, Int(0, 2**31 - 1)), ...)
 
-Topic modules (import them where a lesson needs them):
+Two kinds of module:
+
+The machinery that runs the workbook, apart from any topic, is the subpackage
+helpers.workbook: setup (parameter names and values, seeding), params (the
+rules), findings, checks, notebooks (papermill execution), run_all (`make
+run`), sweep, tables, plotting, widgets.
+
+Topic modules teach (import them where a lesson needs them):
     helpers.data          digits data set, batch orders (i.i.d., grouped by class)
     helpers.models        small model builders
-    helpers.training      train(): fit with one progress bar, history as a table
-    helpers.batchnorm     NumPy reference BN, exact population statistics, precise BN
+    helpers.training      train(): fit with one progress bar, history as a table; accuracy
+    helpers.batchnorm     NumPy reference BN, exact population statistics, precise BN, BN-state guard
     helpers.batch_size, helpers.gradient_noise   lesson 01: steps/epochs, regimes, gradient noise
-    helpers.small_batches lesson 02 · helpers.timeseries, helpers.bn_inference lesson 03
+    helpers.small_batches, helpers.mnist1d       lesson 02 · helpers.timeseries, helpers.bn_inference lesson 03
     helpers.running_stats lesson 04 · helpers.distributed, helpers.scaling lesson 05
-    helpers.imbalanced, helpers.spikes lesson 06
-
-The machinery that runs the workbook (setup, parameters, findings, execution,
-report, sweep, tables, plots, widgets) lives in the subpackage helpers.workbook.
+    helpers.imbalanced, helpers.spikes (package) lesson 06 · helpers.diagnose lesson 07 and its CLI
 """
 from .workbook.checks import ClaimFailed, check
 from .workbook.environment import Run, setup
 from .workbook.findings import load_findings, record, show_findings
 from .workbook.params import (Bool, Choice, Float, FloatList, Int, IntList, ListOf,
-                     ParameterError, check_relation)
+                              ParameterError, Text, check_cost, check_relation)
 from .workbook.tables import Table
 
 __all__ = ["setup", "Run", "record", "show_findings", "load_findings", "check", "ClaimFailed",
            "Int", "Float", "Bool", "Choice", "ListOf", "IntList", "FloatList",
-           "ParameterError", "check_relation", "Table"]
+           "Text", "ParameterError", "check_relation", "check_cost", "Table"]

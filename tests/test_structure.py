@@ -1,5 +1,6 @@
-"""Every notebook follows the skeleton in STYLE.md, has no committed outputs,
-and is listed in the README and in notebook 00."""
+"""Every notebook follows the workbook's skeleton (README, "Adding a notebook"), has no committed
+outputs, ends with references into REFERENCES.md, and is listed in the README and in notebook 00;
+nothing in the repository points at files a learner's clone does not have."""
 import ast
 import re
 from pathlib import Path
@@ -86,7 +87,71 @@ def test_widgets_are_timed(path):
 
 
 def test_nothing_is_downloaded_at_run_time():
-    pattern = re.compile(r"load_data\(|get_file\(|urlopen|requests\.get|urlretrieve")
-    for path in list(NOTEBOOKS) + list((REPO_ROOT / "helpers").glob("*.py")):
+    pattern = re.compile(r"\.load_data\(|get_file\(|urlopen|requests\.get|urlretrieve")
+    for path in list(NOTEBOOKS) + list((REPO_ROOT / "helpers").rglob("*.py")):
         text = path.read_text()
         assert not pattern.search(text), f"{path.name} seems to download at run time"
+
+
+REFERENCE_KEY = re.compile(r"\[([A-Z][A-Za-z]*\d{4}[a-z]?|[A-Z][A-Za-z0-9]+)\](?!\()")
+
+
+def reference_keys() -> set[str]:
+    """The keys REFERENCES.md defines, written **[Key]** at the start of an entry."""
+    return set(re.findall(r"^- \*\*\[([^\]]+)\]\*\*", (REPO_ROOT / "REFERENCES.md").read_text(), re.M))
+
+
+def test_the_reference_list_defines_keys():
+    assert len(reference_keys()) >= 5
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_references_section_cites_into_the_reference_list(path):
+    cells = _nb(path).cells
+    heads = {i: c.source for i, c in enumerate(cells) if c.cell_type == "markdown"}
+    refs = [i for i, src in heads.items() if re.search(r"^## References\s*$", src, re.M)]
+    assert len(refs) == 1, "one '## References' section"
+    next_steps = [i for i, src in heads.items() if "## What to try next" in src]
+    last_code = max(i for i, c in enumerate(cells) if c.cell_type == "code")
+    assert next_steps and next_steps[-1] <= refs[0] < last_code, \
+        "'## References' comes after 'What to try next' and before the findings cell"
+    section = cells[refs[0]].source.split("## References", 1)[1]
+    cited = set(REFERENCE_KEY.findall(section))
+    assert cited, "the References section cites at least one key of REFERENCES.md, e.g. [WuHe2018]"
+    unknown = sorted(cited - reference_keys())
+    assert not unknown, f"keys not defined in REFERENCES.md: {unknown}"
+
+
+# Words that point outside the repository (reading aids a learner's clone does not have). Built from
+# pieces so that this file does not itself contain them.
+OUTSIDE = re.compile("|".join(["pro" + "be", "LITERA" + "TURE", "sha" + "red/", "STY" + "LE" + r"\.md"]),
+                     re.IGNORECASE)
+
+
+def _text_files():
+    for root in ("notebooks", "helpers", "tests"):
+        for path in sorted((REPO_ROOT / root).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and ".ipynb_checkpoints" not in path.parts:
+                yield path
+    yield REPO_ROOT / "README.md"
+
+
+def test_nothing_points_outside_the_repository():
+    found = []
+    for path in _text_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary data
+        for n, line in enumerate(text.splitlines(), 1):
+            if OUTSIDE.search(line):
+                found.append(f"{path.relative_to(REPO_ROOT)}:{n}: {line.strip()[:100]}")
+    assert not found, "mentions of files outside the repository:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_output_comparison_markers(path):
+    """nbval compares no output here (committed execution counts are empty): a marker would promise a
+    comparison that never happens, so claims are asserted by check cells instead."""
+    for i, cell in enumerate(_nb(path).cells):
+        assert "NBVAL_CHECK_OUTPUT" not in cell.source, f"cell {i}: use a check cell instead"

@@ -7,6 +7,7 @@ the environment. Nothing happens at import time.
 """
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import platform
@@ -17,7 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .findings import start_findings
-from .params import Int, ParameterError, validate
+from .params import Int, ParameterError, unknown_parameter_error, validate
+
+# papermill writes the values it is given into a new cell that starts with this comment
+INJECTED_CELL_HEADER = "# Parameters"
 
 MAX_LOGICAL_DEVICES = 8
 
@@ -93,6 +97,49 @@ def environment_summary(seed: int) -> str:
             f" · seed {seed}")
 
 
+def injected_parameter_names(history: list[str] | None = None) -> list[str] | None:
+    """The names papermill assigned in this kernel's injected parameters cell.
+
+    papermill only warns about a name the notebook does not declare, and then
+    runs the notebook with the name assigned and ignored. The kernel's input
+    history (IPython's `In`) holds the injected cell's source, which starts with
+    "# Parameters"; the names assigned there are what the user passed. Returns
+    None outside IPython or when no parameters were injected (a run with the
+    defaults, an interactive session).
+    history: the cell sources to search (default: the running kernel's `In`).
+    """
+    if history is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - IPython comes with the kernel
+            return None
+        shell = get_ipython()
+        if shell is None:
+            return None
+        history = list(shell.user_ns.get("In", []))
+    injected = [src for src in history if isinstance(src, str)
+                and src.lstrip().startswith(INJECTED_CELL_HEADER)
+                and src.lstrip()[len(INJECTED_CELL_HEADER):][:1] in ("", "\n", "\r")]
+    if not injected:
+        return None
+    try:
+        tree = ast.parse(injected[-1])
+    except SyntaxError:  # not papermill's cell after all
+        return None
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameter_names(given: list[str] | None, declared: list[str], notebook: str = "") -> None:
+    """Raise ParameterError for names in `given` that are not in `declared`."""
+    unknown = [n for n in (given or []) if n not in declared]
+    if unknown:
+        raise unknown_parameter_error(unknown, declared, notebook)
+
+
 def setup(notebook: str, *, seed: tuple, logical_devices: int | tuple = 0, verbose: bool = True,
           **params: tuple) -> Run:
     """Validate, quiet, configure devices, seed, start the findings file.
@@ -103,11 +150,14 @@ def setup(notebook: str, *, seed: tuple, logical_devices: int | tuple = 0, verbo
       the parameter, the value and the allowed range, before any work starts.
     logical_devices: 0 for the default single CPU device, else 1..8; or a
       (value, rule) pair when it is itself a notebook parameter.
+    A parameter name passed to papermill (-p NAME VALUE) that is not one of
+    these keywords raises ParameterError listing the notebook's parameters.
     """
     declared = {"seed": seed, **params}
     if isinstance(logical_devices, tuple):
         declared["logical_devices"] = logical_devices
     try:
+        check_parameter_names(injected_parameter_names(), list(declared), notebook)
         clean = validate(declared)
         logical_devices = clean.get("logical_devices", logical_devices)
         Int(0, MAX_LOGICAL_DEVICES).check("logical_devices", logical_devices)

@@ -3,17 +3,28 @@
 The source notebook is never modified: papermill reads it and writes the
 executed copy elsewhere. Findings go to `build_dir`/findings/ via the
 WORKBOOK_BUILD_DIR environment variable, which the kernel inherits.
+
+The kernel is always this interpreter (the .venv's): `execute` puts a
+kernelspec named "python3" that points at sys.executable first on the
+kernelspec search path, so a user's own `python3` kernelspec (another Python,
+without the workbook's packages) is never picked up.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import hashlib
+import json
 import os
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .findings import REPO_ROOT  # one definition of the repository root
+
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 
@@ -27,6 +38,100 @@ def notebook_path(stem: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"no notebook {path}")
     return path
+
+
+def declared_parameters(notebook: Path | str) -> dict[str, Any]:
+    """{name: default} of the notebook's cell tagged `parameters` (plain `name = literal` lines).
+
+    Read statically (no kernel), so a sweep or `make run` can refuse a name the
+    notebook does not have before anything runs.
+    """
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            names = {}
+            for node in ast.parse(source).body:
+                if isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        if isinstance(target, ast.Name):
+                            try:
+                                names[target.id] = ast.literal_eval(node.value)
+                            except ValueError:
+                                names[target.id] = None
+            return names
+    raise ValueError(f"{Path(notebook).name} has no cell tagged 'parameters'")
+
+
+def check_parameter_names(notebook: Path | str, names) -> None:
+    """Raise ParameterError (listing the allowed names) for any of `names` the notebook does not declare."""
+    from .environment import check_parameter_names as check_names
+    check_names(list(names), list(declared_parameters(notebook)), Path(notebook).stem)
+
+
+KERNEL_NAME = "python3"
+
+
+def kernelspec_dir() -> Path:
+    """A folder holding a kernelspec "python3" that runs this interpreter's ipykernel.
+
+    Kept under the environment (sys.prefix/share/workbook-jupyter) when that is
+    writable, else in a per-user temporary folder. Rewritten when it points elsewhere.
+    """
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python 3 (workbook: {sys.prefix})", "language": "python",
+            "metadata": {"debugger": True}}
+    text = json.dumps(spec, indent=1) + "\n"
+    candidates = [Path(sys.prefix) / "share" / "workbook-jupyter",
+                  Path(tempfile.gettempdir()) / f"workbook-jupyter-{os.getuid() if hasattr(os, 'getuid') else 0}"
+                  / hashlib.sha256(sys.executable.encode()).hexdigest()[:12]]
+    for root in candidates:
+        target = root / "kernels" / KERNEL_NAME / "kernel.json"
+        try:
+            if not target.exists() or target.read_text() != text:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(text)
+                os.replace(tmp, target)
+            return root
+        except OSError:
+            continue
+    raise OSError("cannot write a kernelspec for this interpreter anywhere")
+
+
+@contextlib.contextmanager
+def venv_kernel():
+    """Within the block, the kernelspec "python3" resolves to this interpreter (sys.executable).
+
+    JUPYTER_PATH is searched before the user's and the system's kernelspec folders.
+    """
+    root = str(kernelspec_dir())
+    old = os.environ.get("JUPYTER_PATH")
+    parts = [root] + ([p for p in old.split(os.pathsep) if p and p != root] if old else [])
+    with environ(JUPYTER_PATH=os.pathsep.join(parts)):
+        yield KERNEL_NAME
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """Send file descriptor 2 (ours and that of the kernels we start) to `path` meanwhile.
+
+    Kernels print start-up chatter there (IPKernelApp's "running over TCP
+    without encryption" warning, papermill's own warnings); the terminal keeps
+    only what the caller prints to stdout.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield path
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @contextlib.contextmanager
@@ -91,16 +196,25 @@ class Execution:
     extra: dict = field(default_factory=dict)
 
 
+def _first_line(text: str) -> str:
+    lines = [l for l in str(text).strip().splitlines() if l.strip()]
+    return lines[0] if lines else ""
+
+
 def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | None = None,
             build_dir: Path | None = None, timeout: int = 900, log_output: bool = False) -> Execution:
-    """Execute `notebook` into `output` with papermill; never raises for a failing cell.
+    """Execute `notebook` into `output` with papermill; never raises for a failed run.
 
+    Whatever stops the run is reported in the Execution (ok False, error, error_name):
+    an error in a cell, a cell timeout, a kernel that dies (out of memory, os._exit),
+    a kernel that cannot be started, a notebook that cannot be read. Only Ctrl-C
+    (KeyboardInterrupt) and SystemExit propagate.
     build_dir: where the kernel's findings go (sets WORKBOOK_BUILD_DIR for the run).
     timeout: seconds any one cell may run before the run is stopped as failed.
     """
     import nbformat
     import papermill as pm
-    from nbclient.exceptions import CellTimeoutError
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     _patch_kernel_channel_polling()
     notebook = Path(notebook)
     output = Path(output)
@@ -108,23 +222,37 @@ def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | 
     env = {"WORKBOOK_BUILD_DIR": str(Path(build_dir).resolve())} if build_dir else {}
     start = time.perf_counter()
     ok, err, ename = True, "", ""
-    with environ(**env):
+    with environ(**env), venv_kernel() as kernel_name:
         try:
             pm.execute_notebook(str(notebook), str(output), parameters=parameters or {},
                                 cwd=str(notebook.parent), progress_bar=False, log_output=log_output,
-                                execution_timeout=timeout, kernel_name="python3")
+                                execution_timeout=timeout, kernel_name=kernel_name)
         except pm.PapermillExecutionError as exc:
             ok, err, ename = False, f"{exc.ename}: {exc.evalue}", exc.ename
         except CellTimeoutError as exc:
-            ok, err, ename = False, f"CellTimeoutError: {str(exc).splitlines()[0]}", "CellTimeoutError"
+            ok, err, ename = False, f"CellTimeoutError: {_first_line(exc)}", "CellTimeoutError"
+        except DeadKernelError as exc:
+            ok, ename = False, "DeadKernelError"
+            err = f"DeadKernelError: the kernel died (out of memory, os._exit, a crash): {_first_line(exc)}"
+        except Exception as exc:  # no kernel, unreadable notebook, ...: reported, never raised
+            ok, ename = False, type(exc).__name__
+            err = f"{ename}: {_first_line(exc) or repr(exc)}"
     seconds = time.perf_counter() - start
     failed_cell = None
     if not ok and output.exists():
-        nb = nbformat.read(output, as_version=4)
-        for i, cell in enumerate(nb.cells):
+        try:
+            nb = nbformat.read(output, as_version=4)
+        except Exception:  # the executed copy is itself unreadable (half-written)
+            nb = None
+        for i, cell in enumerate(nb.cells if nb is not None else []):
             if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
                 failed_cell = i
                 break
+        if failed_cell is None and nb is not None and ename == "DeadKernelError":
+            # the cell that was running when the kernel died: the last one papermill started
+            started = [i for i, cell in enumerate(nb.cells)
+                       if cell.get("metadata", {}).get("papermill", {}).get("start_time")]
+            failed_cell = started[-1] if started else None
     return Execution(notebook.stem, output, dict(parameters or {}), ok, seconds, err, ename, failed_cell)
 
 

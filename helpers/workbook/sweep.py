@@ -8,6 +8,10 @@ findings become one row of build/sweeps/<name>.csv; a summary (mean, min, max
 of each numeric finding over seeds, per setting of the other parameters) is
 printed and written to build/sweeps/<name>.md.
 Values are Python literals separated by top-level commas: `batch_sizes=[2,4],[8,16]`.
+
+A grid name that the notebook's `parameters` cell does not declare stops the
+sweep before any run (exit 2), with the allowed names; a bad value fails its
+run in the setup cell with a ParameterError, recorded in the row's error.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .findings import atomic_write_text, build_dir, findings_path
-from .notebooks import execute
+from .notebooks import check_parameter_names, execute
 from .tables import Table
 
 
@@ -102,9 +106,13 @@ def summarize(rows: list[dict], grid: dict[str, list]) -> Table:
 
 def sweep(notebook: Path, grid: dict[str, list], name: str | None = None, root: Path | None = None,
           executor=execute) -> tuple[list[dict], Path]:
-    """Run every grid point; return (rows, csv path)."""
+    """Run every grid point; return (rows, csv path).
+
+    Raises ParameterError, before any run, for a grid name the notebook does not declare.
+    """
     from tqdm.auto import tqdm
     notebook = Path(notebook)
+    check_parameter_names(notebook, grid)
     name = name or notebook.stem
     root = (root or build_dir() / "sweeps")
     points = grid_points(grid)
@@ -142,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no notebook {args.notebook}")
     try:
         grid = parse_grid(args.grid)
-    except ValueError as err:
+        check_parameter_names(args.notebook, grid)
+    except ValueError as err:  # ParameterError is a ValueError
         parser.error(str(err))
     rows, csv_path = sweep(args.notebook, grid, args.name)
     print(summarize(rows, grid).to_markdown())

@@ -183,6 +183,9 @@ def start_lab(notebooks: list[Path], kernel_build_dir: Path, *, siblings: list[P
                JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                PYTHONUNBUFFERED="1")
     env.pop("JUPYTER_TOKEN", None)
+    # kernels run this interpreter even where the user has a `python3` kernelspec of their own
+    from helpers.workbook.notebooks import kernelspec_dir
+    env["JUPYTER_PATH"] = os.pathsep.join([str(kernelspec_dir())] + [p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p])
     port, token = free_port(), secrets.token_hex(24)
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--port-retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -19,23 +18,29 @@ from benchmarks.overhead import alternating_order  # noqa: E402
 
 
 @pytest.mark.parametrize("stem, seconds", [
-    ("00_start_here", 30.0), ("01_steps_epochs_and_batches", 90.0), ("02_x", 90.0), ("03_x", 90.0),
-    ("04_batchnorm_running_statistics", 90.0), ("05_x", 150.0), ("06_x", 180.0)])
-def test_notebook_budgets_follow_the_lesson_number(stem, seconds):
+    ("00_start_here", 30.0), ("01_steps_epochs_and_batches", 90.0), ("02_x", 120.0), ("03_x", 90.0),
+    ("04_batchnorm_running_statistics", 90.0), ("05_x", 150.0), ("06_x", 180.0),
+    ("07_diagnose_your_model", 60.0)])
+def test_notebook_budgets_are_the_issues_budgets(stem, seconds):
     assert B.notebook_budget_s(stem) == seconds
     assert B.notebook_budget_s(f"/some/dir/{stem}.ipynb") == seconds
 
 
 def test_unknown_lessons_have_no_budget():
-    assert B.notebook_budget_s("07_new_lesson") is None
+    assert B.notebook_budget_s("08_new_lesson") is None
     assert B.notebook_budget_s("scratch") is None
     assert B.lesson_number("scratch") is None
 
 
-def test_the_whole_workbook_budget_is_twelve_minutes_and_the_others_as_documented():
-    assert B.WORKBOOK_SECONDS == 720
-    assert B.KERNEL_PEAK_BYTES == 3 * 1024**3
-    assert (B.SETUP_SECONDS, B.WIDGET_MEDIAN_SECONDS, B.TRAIN_OVERHEAD_RATIO) == (10, 0.3, 1.10)
+def test_the_readme_states_the_budgets_the_benchmark_applies():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = " ".join(readme.split("## How fast it is")[1].split("### ")[0].split())  # line breaks as spaces
+    for number, limit in B.NOTEBOOK_SECONDS.items():
+        assert f"{number:02d} ≤ {limit:.0f} s" in section, f"lesson {number:02d}'s budget is not in the README"
+    assert f"whole workbook ≤ {B.WORKBOOK_SECONDS / 60:.0f} min" in section
+    assert f"≤ {B.KERNEL_PEAK_BYTES / 2**30:.0f} GiB" in section
+    assert f"median ≤ {B.WIDGET_MEDIAN_SECONDS} s" in section and f"≤ {B.SETUP_SECONDS:.0f} s" in section
+    assert f"≤ {B.TRAIN_OVERHEAD_RATIO:.2f}" in section and f"≤ {B.DIAGNOSE_CLI_SECONDS:.0f} s" in section
 
 
 def test_verdicts_at_below_and_over_the_limit():
@@ -121,5 +126,69 @@ def test_kernel_watcher_sees_a_child_process_peak_memory():
         subprocess.run([sys.executable, "-c", grow], check=True)
         time.sleep(0.05)
     assert watch.peak_bytes >= 64 * 2**20, watch.peak_bytes
-    assert watch.seconds >= 0.6
-    assert not math.isnan(watch.others_cores) and 0 <= watch.others_cores <= (os.cpu_count() or 1)
+    assert not math.isnan(watch.others_cores), "contention is measured"
+
+
+def test_every_recorded_time_is_a_row_judged_where_it_has_a_budget():
+    from benchmarks.run import time_rows
+    findings = {"widget_batch_median_s": 0.45, "widget_batch_p95_s": 0.6, "seconds_per_epoch_batch_1": 12.0,
+                "latency_ms_per_window_median": 1.5, "widget_x_cpu_s": 0.2, "accuracy": 0.9,
+                "variance_ratio_m2": 0.5, "flag_s": True}
+    rows = {r.measure: r for r in time_rows("01_a", findings, others_cores=0.5)}
+    assert set(rows) == {"widget 'batch' callback median", "recorded time seconds_per_epoch_batch_1",
+                         "recorded time latency_ms_per_window_median", "recorded time widget_x_cpu_s"}
+    widget = rows["widget 'batch' callback median"]
+    assert widget.verdict == B.OVER and widget.limit == B.WIDGET_MEDIAN_SECONDS and "p95 0.600 s" in widget.detail
+    assert rows["recorded time latency_ms_per_window_median"].unit == "ms"
+    assert rows["recorded time seconds_per_epoch_batch_1"].verdict == B.NO_BUDGET
+    assert all(r.others_cores == 0.5 for r in rows.values())
+
+
+def test_a_time_budget_table_entry_judges_a_recorded_time(monkeypatch):
+    monkeypatch.setitem(B.FINDING_TIME_BUDGETS, (3, r"latency_ms_per_window_\w+"), 5.0)
+    assert B.time_budget("03_x", "latency_ms_per_window_median") == 5.0
+    assert B.time_budget("04_x", "latency_ms_per_window_median") is None
+    assert B.time_budget("04_x", "widget_a_median_s") == B.WIDGET_MEDIAN_SECONDS
+    assert B.time_budget("04_x", "widget_a_p95_s") is None
+
+
+def test_strict_makes_a_missed_budget_exit_non_zero(tmp_path, monkeypatch, capsys):
+    import benchmarks.run as run
+    monkeypatch.setenv("WORKBOOK_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(run, "measure_overhead", lambda runs, epochs, report, log=print: report.rows.append(
+        B.Row("train() / bare fit", "helpers.training", 1.5, B.TRAIN_OVERHEAD_RATIO, "ratio")))
+    args = ["--skip-notebooks", "--skip-diagnose-cli"]
+    assert run.main(args) == 0, "without --strict a missed budget is reported, not fatal"
+    assert run.main(args + ["--strict"]) == 1
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["verdict"] for r in doc["not_met"]] == ["OVER"]
+    monkeypatch.setattr(run, "measure_overhead", lambda runs, epochs, report, log=print: report.rows.append(
+        B.Row("train() / bare fit", "helpers.training", 1.0, B.TRAIN_OVERHEAD_RATIO, "ratio")))
+    assert run.main(args + ["--strict"]) == 0
+
+
+def test_the_diagnose_cli_row_uses_the_scripts_own_measurement(monkeypatch):
+    import benchmarks.run as run
+
+    class Done:
+        returncode, stderr = 0, ""
+        stdout = "progress...\n" + json.dumps({"seconds": 42.0, "peak_bytes": 2**30, "parameters": 1_070_000,
+                                                "examples": 10_000})
+    monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: Done())
+    report = B.Report(machine={})
+    run.measure_diagnose_cli(report, log=lambda *a, **k: None)
+    wall, memory = report.rows
+    assert (wall.value, wall.limit, wall.verdict) == (42.0, B.DIAGNOSE_CLI_SECONDS, B.OK)
+    assert (memory.value, memory.verdict) == (2**30, B.OK)
+    assert "1,070,000 parameters, 10,000 examples" in wall.detail
+
+
+def test_a_failing_diagnose_cli_is_a_failed_row(monkeypatch):
+    import benchmarks.run as run
+
+    class Failed:
+        returncode, stdout, stderr = 1, json.dumps({"seconds": 3.0, "returncode": 2}), "exit 2: bad model"
+    monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: Failed())
+    report = B.Report(machine={})
+    run.measure_diagnose_cli(report, log=lambda *a, **k: None)
+    assert [r.verdict for r in report.rows] == [B.FAILED, B.FAILED] and "bad model" in report.rows[0].detail
