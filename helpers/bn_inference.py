@@ -10,13 +10,13 @@ walk `model.layers` in order.
 """
 from __future__ import annotations
 
-import contextlib
 import time
-import weakref
 from typing import Sequence
 
 import numpy as np
 
+from .batchnorm import preserved_bn_state
+from .training import accuracy, compiled_call, predict_proba
 from .workbook.tables import Table
 
 
@@ -95,90 +95,41 @@ class ModeAccuracy:
         class _Curves(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 x_tr, y_tr, x_te, y_te = owner.data
-                owner.curves["test_inference"].append(accuracy(self.model, x_te, y_te, batch_size=512))
+                owner.curves["test_inference"].append(accuracy(self.model, x_te, y_te, batch_size=512, compiled=True))
                 owner.curves["test_training_mode"].append(
-                    accuracy(self.model, x_te, y_te, training=True, batch_size=owner.batch_size))
+                    accuracy(self.model, x_te, y_te, training=True, batch_size=owner.batch_size, compiled=True))
                 wanted = owner.train_epochs is None or (epoch + 1) in owner.train_epochs
                 owner.curves["train_inference"].append(
-                    accuracy(self.model, x_tr, y_tr, batch_size=512) if wanted else float("nan"))
+                    accuracy(self.model, x_tr, y_tr, batch_size=512, compiled=True) if wanted else float("nan"))
 
         return _Curves()
 
 
 # ----------------------------------------------------------------------------- calling it
-_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def compiled_call(model, training: bool, window_shape: tuple):
-    """model(x, training=training) wrapped in a tf.function for inputs (any N, *window_shape)
-    (traced once per model, mode and shape; kept while the model lives)."""
-    import tensorflow as tf
-    fns = _COMPILED.setdefault(model, {})
-    key = (training, tuple(window_shape))
-    if key not in fns:
-        spec = tf.TensorSpec((None,) + tuple(window_shape), tf.float32)
-        fns[key] = tf.function(lambda x: model(x, training=training), input_signature=[spec], autograph=False)
-    return fns[key]
-
-
-@contextlib.contextmanager
-def preserved_moving_statistics(model):
-    """Restore every BN layer's moving mean and variance on exit.
-
-    In Keras 3, *any* call with training=True — not only fit — updates the moving
-    statistics of trainable BN layers. A training-mode prediction is therefore not
-    free of side effects; wrap it in this context to keep the model unchanged.
-    """
-    from .batchnorm import bn_layers
-    saved = [(layer, np.array(layer.moving_mean.numpy()), np.array(layer.moving_variance.numpy())) for layer in bn_layers(model)]
-    try:
-        yield
-    finally:
-        for layer, mean, var in saved:
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(var)
-
-
 def probabilities(model, x: np.ndarray, *, training: bool = False, batch_size: int = 512,
                   keep_statistics: bool = True) -> np.ndarray:
-    """P(fault) for each window, (N,), calling model(batch, training=...) on consecutive
-    batches of `batch_size` (through compiled_call, so batches of 1 are cheap).
-
-    In training mode BN uses each batch's own statistics, so the result depends
-    on batch_size. Keras also updates the moving statistics on every such call
-    (and under training=False too, where a layer hard-codes training=True);
-    keep_statistics=True (default) restores them afterwards, False leaves the
-    model as Keras leaves it.
-    """
-    x = np.asarray(x, np.float32)
-    fn = compiled_call(model, training, x.shape[1:])
-    # even training=False can move them: a layer that hard-codes training=True inside call()
-    guard = preserved_moving_statistics(model) if keep_statistics else contextlib.nullcontext()
-    with guard:
-        outs = [fn(x[i:i + batch_size]).numpy().reshape(-1) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs)
-
-
-def accuracy(model, x: np.ndarray, y: np.ndarray, *, training: bool = False, batch_size: int = 512) -> float:
-    """Fraction of windows with (P(fault) > 0.5) == label."""
-    p = probabilities(model, x, training=training, batch_size=batch_size)
-    return float(np.mean((p > 0.5) == (np.asarray(y).reshape(-1) == 1)))
+    """P(fault) for each window, (N,): helpers.training.predict_proba through its compiled
+    call (so batches of 1 are cheap), flattened. In training mode the result depends on
+    batch_size; keep_statistics=False leaves the moving statistics as Keras leaves them
+    (every training=True call updates them)."""
+    return predict_proba(model, np.asarray(x, np.float32), training=training, batch_size=batch_size,
+                         compiled=True, keep_statistics=keep_statistics).reshape(-1)
 
 
 def layer_output(model, layer_name: str, x: np.ndarray, *, training: bool) -> np.ndarray:
     """The output of one named layer for inputs x (one call, x is one batch):
     (N, ...) as the layer emits it — (N, T', F) for a conv BN, (N, F) for a dense BN."""
     import keras
-    probe = keras.Model(model.input, model.get_layer(layer_name).output)
-    with preserved_moving_statistics(model):  # a training-mode call would move them
-        return np.asarray(probe(np.asarray(x, np.float32), training=training))
+    feature_model = keras.Model(model.input, model.get_layer(layer_name).output)
+    with preserved_bn_state(model):  # a training-mode call would move them
+        return np.asarray(feature_model(np.asarray(x, np.float32), training=training))
 
 
 def layer_input(model, layer_name: str, x: np.ndarray) -> np.ndarray:
     """The input of one named layer in inference mode: (N, ...)."""
     import keras
-    probe = keras.Model(model.input, model.get_layer(layer_name).input)
-    return np.asarray(probe(np.asarray(x, np.float32), training=False))
+    feature_model = keras.Model(model.input, model.get_layer(layer_name).input)
+    return np.asarray(feature_model(np.asarray(x, np.float32), training=False))
 
 
 def batch_of_one_bn_outputs(model, layer_name: str, windows: np.ndarray) -> np.ndarray:
@@ -334,11 +285,11 @@ def stream_latency(predict_one, windows: np.ndarray, *, warmup: int = 5) -> dict
     import tensorflow as tf
     windows = np.asarray(windows, np.float32)
     for w in windows[:warmup]:
-        predict_one(tf.constant(w[None])).numpy()
+        np.asarray(predict_one(tf.constant(w[None])))
     probs, seconds = [], []
     for w in windows:
         t0 = time.perf_counter()
-        p = predict_one(tf.constant(w[None])).numpy()
+        p = np.asarray(predict_one(tf.constant(w[None])))
         seconds.append(time.perf_counter() - t0)
         probs.append(float(p.reshape(-1)[0]))
     seconds = np.asarray(seconds)
@@ -357,13 +308,13 @@ def interleaved_stream_latency(predictors: dict, windows: np.ndarray, *, warmup:
     windows = np.asarray(windows, np.float32)
     for fn in predictors.values():
         for w in windows[:warmup]:
-            fn(tf.constant(w[None])).numpy()
+            np.asarray(fn(tf.constant(w[None])))
     probs = {name: [] for name in predictors}
     seconds = {name: [] for name in predictors}
     for w in windows:
         for name, fn in predictors.items():
             t0 = time.perf_counter()
-            p = fn(tf.constant(w[None])).numpy()
+            p = np.asarray(fn(tf.constant(w[None])))
             seconds[name].append(time.perf_counter() - t0)
             probs[name].append(float(p.reshape(-1)[0]))
     out = {}
@@ -416,7 +367,7 @@ def window_in_batch(model, x: np.ndarray, y: np.ndarray, window: int, batch_size
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     idx = batch_mates(len(x), window, batch_size, seed)
-    with preserved_moving_statistics(model):
+    with preserved_bn_state(model):
         probs = compiled_call(model, mode == "training", x.shape[1:])(np.asarray(x[idx], np.float32)).numpy().reshape(-1)
     return {"probability": float(probs[0]), "batch": probs, "labels": np.asarray(y)[idx],
             "rank": int(np.sum(probs[1:] < probs[0])), "indices": idx}

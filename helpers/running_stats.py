@@ -8,94 +8,17 @@ layer in forward order (helpers.batchnorm.bn_layers).
 
 Note: in Keras 3 a BN layer called eagerly with training=True *updates* its
 moving statistics (not only inside fit). Functions here that run a model in
-training mode restore the statistics afterwards (`preserved_statistics`).
+training mode restore the statistics afterwards (helpers.batchnorm.preserved_bn_state).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .batchnorm import batch_statistics, bn_layers, relative_error
+from .batchnorm import (assign_moving_statistics, batch_statistics, bn_layers, moving_statistics,
+                        precise_statistics, preserved_bn_state, relative_error)
 from .workbook.tables import Table
-
-
-# --- reading, saving and restoring the moving statistics -------------------------------------
-
-def snapshot_statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Copies of (moving_mean, moving_variance), (C,) each, for every BN layer."""
-    return [(np.asarray(l.moving_mean).copy(), np.asarray(l.moving_variance).copy()) for l in bn_layers(model)]
-
-
-def assign_statistics(model, stats) -> None:
-    """Write [(mean, var)] (one (C,) pair per BN layer) into the model's moving statistics."""
-    for layer, (mean, var) in zip(bn_layers(model), stats):
-        layer.moving_mean.assign(np.asarray(mean, np.float32))
-        layer.moving_variance.assign(np.asarray(var, np.float32))
-
-
-@contextlib.contextmanager
-def preserved_statistics(model):
-    """Run a block that may change the moving statistics, then put them back."""
-    saved = snapshot_statistics(model)
-    try:
-        yield saved
-    finally:
-        assign_statistics(model, saved)
-
-
-def training_mode_accuracy(model, x, y, *, batch_size: int = 32) -> float:
-    """Accuracy with BN normalizing by each batch's own statistics (as `fit` reports it),
-    batches of `batch_size` in the given order; the moving statistics are left unchanged."""
-    with preserved_statistics(model):
-        correct = 0
-        for i in range(0, len(x), batch_size):
-            pred = np.asarray(model(x[i:i + batch_size], training=True))
-            correct += int(np.sum(np.argmax(pred, -1) == y[i:i + batch_size]))
-    return correct / len(x)
-
-
-# --- exact ("precise") statistics without touching the model ----------------------------------
-
-def bn_input_probe(model, *, compiled: bool = False):
-    """A function x (N, ...) -> [input of each BN layer], sharing `model`'s layers, inference mode.
-
-    compiled=True wraps it in one tf.function (traced once; it reads the variables at
-    every call, so later assignments are seen): much faster when called repeatedly.
-    """
-    import keras
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    probe = keras.Model(inputs, [l.input for l in bn_layers(model)])
-    if not compiled:
-        return lambda x: probe(x, training=False)
-    import tensorflow as tf
-    return tf.function(lambda x: probe(x, training=False), reduce_retracing=True)
-
-
-def exact_statistics(model, x, *, probe=None, batch_size: int = 1024) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The statistics precise BN would assign, computed without changing the model.
-
-    Layer by layer in forward order, inference mode, each layer's input computed
-    with the earlier layers already corrected; the unbiased variance (as
-    helpers.batchnorm.precise_bn). x: (N, ...) training inputs. Returns [(mean, var)].
-    """
-    probe = probe or bn_input_probe(model)
-    layers = bn_layers(model)
-    if len(layers) == 0:
-        return []
-    exact = []
-    with preserved_statistics(model):
-        for k, layer in enumerate(layers):
-            outs = []
-            for i in range(0, len(x), batch_size):
-                out = probe(x[i:i + batch_size])
-                outs.append(np.asarray(out[k] if isinstance(out, (list, tuple)) else out))
-            mean, var = batch_statistics(np.concatenate(outs), unbiased=True)
-            exact.append((mean, var))
-            layer.moving_mean.assign(mean.astype(np.float32))
-            layer.moving_variance.assign(var.astype(np.float32))
-    return exact
 
 
 def statistics_errors(stored, exact) -> dict:
@@ -135,15 +58,13 @@ def statistics_tracker(x_reference, *, every: int = 5, statistics: bool = True):
     class StatisticsTracker(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.records, self.step, self.probe, self.previous = [], 0, None, None
+            self.records, self.step, self.previous = [], 0, None
 
         def _measure(self):
             err = {"var_rel_error": float("nan"), "mean_error_in_sd": float("nan")}
             if statistics:
-                if self.probe is None:
-                    self.probe = bn_input_probe(self.model, compiled=True)
-                exact = exact_statistics(self.model, x_reference, probe=self.probe, batch_size=4096)
-                err = statistics_errors(snapshot_statistics(self.model), exact)
+                exact = precise_statistics(self.model, x_reference, batch_size=4096, compiled=True)
+                err = statistics_errors(moving_statistics(self.model), exact)
             w = bn_kernels(self.model)
             change = (float(np.linalg.norm(w - self.previous) / np.linalg.norm(self.previous))
                       if self.previous is not None else float("nan"))
@@ -220,18 +141,18 @@ def dropout_variance_shift(model, x, *, layer_name: str = "norm_dense", batch_si
     import keras
     layer = model.get_layer(layer_name)
     inputs = model.inputs[0]
-    probe = keras.Model(inputs, layer.input)
+    feature_model = keras.Model(inputs, layer.input)
     drop = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
 
     def collect(dropout_on: bool) -> np.ndarray:
         outs = []
         for i in range(0, len(x), batch_size):
             # Dropout follows `training`; BN layers are frozen (trainable=False => inference mode)
-            outs.append(np.asarray(probe(x[i:i + batch_size], training=dropout_on)))
+            outs.append(np.asarray(feature_model(x[i:i + batch_size], training=dropout_on)))
         return np.concatenate(outs)
 
     frozen = [(l, l.trainable) for l in bn_layers(model)]
-    with preserved_statistics(model):
+    with preserved_bn_state(model):
         for l, _ in frozen:
             l.trainable = False
         try:
@@ -252,30 +173,34 @@ def single_update_errors(model, x, *, batch_sizes, momentums, draws: int = 30, s
     relative error of the moving variance (mean over layers and `draws` batches).
 
     x: (N, ...) training inputs. Returns a Table with columns momentum, batch size,
-    var_rel_error, var_rel_error_sd (spread over draws). The model is left unchanged.
+    var_rel_error, var_rel_error_sd (spread over draws), then one column per BN layer
+    (its name: that layer's mean error over the draws). The model is left unchanged.
     """
     rng = np.random.default_rng(seed)
     layers = bn_layers(model)
-    exact = exact_statistics(model, x)
+    exact = precise_statistics(model, x)
     rows = []
-    with preserved_statistics(model):
+    with preserved_bn_state(model):
         old_momentum = [l.momentum for l in layers]
         try:
             for momentum in momentums:
                 for l in layers:
                     l.momentum = float(momentum)
                 for b in batch_sizes:
-                    errs = []
+                    errs, per_layer = [], []
                     for _ in range(draws):
-                        assign_statistics(model, exact)
+                        assign_moving_statistics(model, exact)
                         idx = rng.choice(len(x), size=int(b), replace=False)
                         model(x[idx], training=True)  # Keras 3: this call updates the moving statistics
-                        errs.append(statistics_errors(snapshot_statistics(model), exact)["var_rel_error"])
-                    rows.append([float(momentum), int(b), float(np.mean(errs)), float(np.std(errs))])
+                        e = statistics_errors(moving_statistics(model), exact)
+                        errs.append(e["var_rel_error"])
+                        per_layer.append(e["var_rel_error_per_layer"])
+                    rows.append([float(momentum), int(b), float(np.mean(errs)), float(np.std(errs)),
+                                 *[float(v) for v in np.mean(per_layer, axis=0)]])
         finally:
             for l, m in zip(layers, old_momentum):
                 l.momentum = m
-    return Table(["momentum", "batch size", "var_rel_error", "var_rel_error_sd"], rows)
+    return Table(["momentum", "batch size", "var_rel_error", "var_rel_error_sd", *[l.name for l in layers]], rows)
 
 
 # --- NumPy simulation of the moving variance (for the widget) -------------------------------

@@ -1,7 +1,7 @@
 """A seeded synthetic stand-in for multichannel sensor windows with binary labels.
 
 The story: a machine carries `channels` sensors (accelerometers, gyroscopes,
-a temperature probe...), each reporting in its own units with its own offset.
+a thermometer...), each reporting in its own units with its own offset.
 A window is `window_length` consecutive readings. Label 1 ("fault") means the
 machine vibrates harder than normal during that window; label 0 is normal
 running. Window-to-window variation in vibration level makes the two classes

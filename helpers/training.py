@@ -4,6 +4,7 @@ the history returned as a table, and helpers to score a model in either BN mode.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,26 +73,68 @@ def train(model, x, y=None, *, epochs: int, batch_size: int | None = None, valid
     return History(metrics=metrics, seconds=seconds, epochs=epochs, steps_per_epoch=steps)
 
 
-def predict_proba(model, x, *, training: bool = False, batch_size: int = 512) -> np.ndarray:
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def compiled_call(model, training: bool, input_shape: tuple | None = None):
+    """model(x, training=training) wrapped in one tf.function, cached per model, mode and
+    input shape (traced once, kept while the model lives). input_shape: the shape of one
+    sample, e.g. (T, C); given, the function accepts any batch size without retracing.
+    """
+    import tensorflow as tf
+    fns = _COMPILED.setdefault(model, {})
+    key = (bool(training), None if input_shape is None else tuple(input_shape))
+    if key not in fns:
+        call = lambda x: model(x, training=bool(training))  # noqa: E731
+        if input_shape is None:
+            fns[key] = tf.function(call, reduce_retracing=True, autograph=False)
+        else:
+            spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32)
+            fns[key] = tf.function(call, input_signature=[spec], autograph=False)
+    return fns[key]
+
+
+def predict_proba(model, x, *, training: bool = False, batch_size: int = 512, batches=None,
+                  compiled: bool = False, keep_statistics: bool = True) -> np.ndarray:
     """Model outputs with BN in inference (training=False) or training mode.
 
-    In training mode the batch statistics depend on how x is cut into batches of
-    `batch_size`. Beware: in Keras 3 a call with training=True also *updates*
-    every BN layer's moving statistics (outside fit too); this function saves
-    and restores them, so scoring in training mode leaves the model unchanged.
+    In training mode the batch statistics depend on how x is cut into batches:
+    consecutive chunks of `batch_size` by default, or `batches`, a list of index
+    arrays (then the outputs come in the order of np.concatenate(batches)).
+    compiled=True calls the model through compiled_call (fast for many small batches).
+    Beware: in Keras 3 a call with training=True also *updates* every BN layer's
+    moving statistics (outside fit too); keep_statistics=True (default) restores
+    them (batchnorm.preserved_bn_state), so scoring leaves the model unchanged;
+    False leaves the model as Keras leaves it.
     """
+    import contextlib
     from .batchnorm import preserved_bn_state
-    with preserved_bn_state(model):
-        outs = [np.asarray(model(x[i:i + batch_size], training=training)) for i in range(0, len(x), batch_size)]
+    x = np.asarray(x) if not hasattr(x, "shape") else x
+    if batches is None:
+        batches = [slice(i, i + batch_size) for i in range(0, len(x), batch_size)]
+    fn = (compiled_call(model, training, tuple(x.shape[1:])) if compiled
+          else (lambda chunk: model(chunk, training=training)))
+    guard = preserved_bn_state(model) if keep_statistics else contextlib.nullcontext()
+    with guard:
+        outs = [np.asarray(fn(np.asarray(x[b], np.float32) if compiled else x[b])) for b in batches]
     return np.concatenate(outs, axis=0)
 
 
-def accuracy(model, x, y, *, training: bool = False, batch_size: int = 512) -> float:
-    """Classification accuracy of argmax predictions (see predict_proba for `training`)."""
-    pred = predict_proba(model, x, training=training, batch_size=batch_size)
+def accuracy(model, x, y, *, training: bool = False, batch_size: int = 512, batches=None,
+             compiled: bool = False) -> float:
+    """Classification accuracy: argmax of a softmax output, or P > 0.5 for a single sigmoid unit.
+
+    The workbook's one implementation, for both BN modes; see predict_proba for
+    `training`, `batch_size`, `batches` (a batch order, e.g. same-class batches;
+    only the samples in them are scored) and `compiled`. The model is left unchanged.
+    """
+    pred = predict_proba(model, x, training=training, batch_size=batch_size, batches=batches, compiled=compiled)
+    y = np.asarray(y)
+    if batches is not None:
+        y = y[np.concatenate([np.arange(len(y))[b] for b in batches])]
     if pred.shape[-1] == 1:
-        return float(np.mean((pred[..., 0] > 0.5) == (np.asarray(y).reshape(pred.shape[:-1]) > 0.5)))
-    return float(np.mean(np.argmax(pred, axis=-1) == np.asarray(y)))
+        return float(np.mean((pred[..., 0] > 0.5) == (y.reshape(pred.shape[:-1]) > 0.5)))
+    return float(np.mean(np.argmax(pred, axis=-1) == y))
 
 
 def epoch_log(x=None, y=None, *, batch_size: int = 2048):

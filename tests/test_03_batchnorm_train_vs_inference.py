@@ -52,10 +52,10 @@ def test_moving_average_fragility_and_its_fixes(findings, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_deployment_and_keras_semantics(findings, seed):
     f = findings(STEM, seed)
+    assert f["max_abs_diff_fold_by_hand"] <= 1e-4
     assert f["max_abs_diff_folded_vs_original"] <= 1e-4
     assert f["max_abs_diff_stream_vs_batch"] <= 1e-5
-    assert 0 < f["latency_ms_per_window_median"] <= f["latency_ms_per_window_p95"]
-    assert f["batched_ms_per_window"] < f["latency_ms_per_window_median"]
+    assert f["max_abs_diff_export_vs_inference"] <= 1e-5
     assert f["frozen_bn_training_true_vs_inference_max_abs_diff"] <= 1e-5
     assert f["frozen_bn_moving_statistics_change"] == 0.0
     assert f["subclassed_propagated_batch_diff"] <= 1e-5
@@ -66,10 +66,10 @@ def test_deployment_and_keras_semantics(findings, seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_widget_is_fast(findings, seed):
+def test_adabn_recovers_from_sensor_drift(findings, seed):
     f = findings(STEM, seed)
-    assert f["widget_window_in_batch_median_s"] <= 0.3
-    assert f["widget_window_in_batch_p95_s"] >= f["widget_window_in_batch_median_s"]
+    assert f["acc_drift_frozen_stats"] <= f["acc_no_drift_second_half"] - 0.2
+    assert f["acc_drift_adabn"] >= f["acc_no_drift_second_half"] - 0.05
 
 
 @pytest.mark.parametrize("parameters", [
@@ -80,7 +80,10 @@ def test_widget_is_fast(findings, seed):
     {"window_length": 8},
     {"epochs": [5, 10]},
     {"train_batch_size": 512, "n_windows": 500},
-], ids=["zero", "negative", "string", "nan", "too-short", "list", "batch-over-train-size"])
+    {"n_windows": 20_000, "epochs": 50},
+    {"train_batch_size": 2, "epochs": 50},
+], ids=["zero", "negative", "string", "nan", "too-short", "list", "batch-over-train-size",
+        "too-costly-readings", "too-costly-steps"])
 def test_bad_parameters_fail_in_setup(rejected, parameters):
     message = rejected(STEM, parameters)
     name, value = next(iter(parameters.items()))

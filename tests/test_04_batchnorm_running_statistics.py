@@ -1,7 +1,6 @@
 """Lesson 04 (BN running statistics): the claims the notebook makes, read back from
 its recorded findings on several seeds, and its parameter validation."""
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -15,31 +14,35 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / f"{STEM}.ipynb
 @pytest.mark.parametrize("seed", SEEDS)
 def test_short_training_at_momentum_099_and_precise_bn(findings, seed):
     f = findings(STEM, seed)
-    assert f["running_var_rel_error_after_precise_bn"] < f["running_var_rel_error_momentum_0_99_short"]
-    assert f["running_var_rel_error_after_precise_bn"] < 1e-3
+    # the warm-up leftover 0.99^steps of the starting value explains the error
+    assert 0.5 <= f["running_var_rel_error_momentum_0_99_short"] / f["running_var_rel_error_momentum_0_99_predicted"] <= 2
     assert f["running_var_rel_error_momentum_0_99_short"] > 1.0
     assert f["acc_inference_after_precise_bn"] >= f["acc_inference_short_training"] + 0.4
     # the weights train fine: fit reports high accuracy while inference is near chance
     assert f["fit_accuracy_momentum_0_99_short"] > f["acc_inference_short_training"] + 0.4
     assert f["val_acc_momentum_0_9"] > f["acc_inference_short_training"] + 0.4
+    assert f["running_var_rel_error_momentum_0_9"] < 0.15
+    # precise BN checked through Keras's own inference-mode outputs, not through its own statistics
+    assert f["bn_output_mean_offset_after_precise_bn"] < 1e-3
+    assert f["bn_output_mean_offset_one_pass"] > 10 * f["bn_output_mean_offset_after_precise_bn"]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_last_batch(findings, seed):
     f = findings(STEM, seed)
+    # a batch of one image: the dense BN's variance is multiplied by momentum
+    assert abs(f["single_update_dense_error_batch_1"] - (1 - 0.9)) <= 1e-4
     assert f["single_update_error_batch_1"] >= 3 * f["single_update_error_batch_32"]
     # one update moves the variance by (1 - momentum) x noise: ten times less at 0.99
-    assert f["single_update_error_batch_1_momentum_0_99"] < f["single_update_error_batch_1"] / 5
+    assert 7 < f["single_update_error_batch_1"] / f["single_update_error_batch_1_momentum_0_99"] < 13
     # the confound: dropping the last batch looks worse during warm-up at momentum 0.99
     assert (f["drop_remainder_running_var_rel_error_momentum_0_99"]
             > f["last_batch_1_running_var_rel_error_momentum_0_99"])
-    # once warmed up (momentum 0.9) keeping or dropping barely matters
-    assert abs(f["last_batch_1_running_var_rel_error"] - f["drop_remainder_running_var_rel_error"]) \
-        < 0.02 * f["running_var_rel_error_momentum_0_99_short"]
+    # once warmed up (momentum 0.9) the last batch leaves at most one update's worth, 1 - 0.9
+    assert abs(f["last_batch_1_running_var_rel_error"] - f["drop_remainder_running_var_rel_error"]) <= 1 - 0.9
     assert f["drop_remainder_val_acc_change"] < 0.03
-    # right after a last batch of 1 at momentum 0.9 the error is about (1 - 0.9) plus noise, epoch after
-    # epoch: it does not pile up over 10 epochs
-    assert f["simulated_last_batch_error_epoch_10"] < 3 * (1 - 0.9)
+    # the simulated error right after each last batch of 1 sits at the steady-state formula's value
+    assert abs(f["simulated_last_batch_error_steady"] / f["predicted_last_batch_error_steady"] - 1) < 0.15
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -48,7 +51,8 @@ def test_gap_decomposition_and_leakage(findings, seed):
     reported_gap = f["train_acc_training_mode"] - f["val_acc"]
     mode_mismatch = f["train_acc_training_mode_final_weights"] - f["train_acc_inference_mode"]
     assert mode_mismatch > 0.5 * reported_gap > 0.2
-    assert abs(f["overfitting_gap_after_precise_bn"]) < 0.1
+    # precise BN, weights unchanged, removes over 90 % of the reported gap: it was not overfitting
+    assert abs(f["reported_gap_after_precise_bn"]) < 0.1 * reported_gap
     assert f["test_statistics_predictions_changed"] > 0
     assert abs(f["val_acc_test_statistics"] - f["val_acc_train_statistics"]) < 0.05
 
@@ -57,19 +61,10 @@ def test_gap_decomposition_and_leakage(findings, seed):
 def test_regularization(findings, seed):
     f = findings(STEM, seed)
     assert f["dropout_before_bn_variance_shift"] > 1.3
-    assert f["dropout_after_bn_variance_shift"] == pytest.approx(1.0, abs=1e-6)
+    assert abs(f["dropout_before_bn_variance_shift"] / f["dropout_before_bn_variance_shift_predicted"] - 1) < 0.05
     assert f["dropout_before_bn_stored_over_exact_variance"] > 1.05
     assert f["kernel_norm_l2"] < f["kernel_norm_no_l2"]
     assert f["relative_step_l2"] > f["relative_step_no_l2"]
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_widget_latency_recorded(findings, seed):
-    f = findings(STEM, seed)
-    for name in ("widget_running_variance_median_s", "widget_running_variance_p95_s",
-                 "widget_running_variance_cpu_s"):
-        assert isinstance(f[name], float) and math.isfinite(f[name]) and f[name] > 0
-    assert f["widget_running_variance_median_s"] <= 0.3
 
 
 def test_notebook_is_committed_clean_with_default_seed_0():
@@ -91,6 +86,7 @@ def test_notebook_is_committed_clean_with_default_seed_0():
     {"train_size": 5000},
     {"batch_size": [32]},
     {"train_size": 1408},   # a multiple of batch_size: no smaller last batch to study
+    {"epochs": 50, "batch_size": 2, "train_size": 1401},   # 35,050 steps per run: refused by cost
 ])
 def test_bad_parameters_fail_in_setup(rejected, bad):
     message = rejected(STEM, bad)

@@ -52,37 +52,46 @@ def test_simulation_is_seeded():
     assert not np.array_equal(a.error, c.error)
 
 
-def test_training_mode_call_updates_statistics_and_preserved_restores_them(tiny):
-    model, x, _ = tiny
-    before = rs.snapshot_statistics(model)
-    with rs.preserved_statistics(model):
-        model(x[:16], training=True)  # Keras 3 updates the moving statistics here
-        changed = rs.snapshot_statistics(model)
-        assert not np.allclose(changed[0][1], before[0][1])
-    for (m0, v0), (m1, v1) in zip(before, rs.snapshot_statistics(model)):
+def test_training_mode_accuracy_uses_batch_statistics_and_leaves_the_model_alone(tiny):
+    """helpers.training.accuracy is the one training-mode scorer: it must equal a hand-made
+    loop over the same batches (each normalized with its own statistics) and restore the state."""
+    from helpers.batchnorm import moving_statistics
+    from helpers.training import accuracy
+    model, x, y = tiny
+    before = moving_statistics(model)
+    order = np.random.default_rng(0).permutation(len(x))
+    batches = [order[i:i + 32] for i in range(0, len(x), 32)]
+    acc = accuracy(model, x, y, training=True, batches=batches)
+    acc_compiled = accuracy(model, x, y, training=True, batches=batches, compiled=True)
+    by_hand = []
+    for b in batches:
+        by_hand.append(np.argmax(np.asarray(model(x[b], training=True)), -1) == y[b])
+    rs.assign_moving_statistics(model, before)      # the hand loop moved them (Keras 3)
+    assert acc == pytest.approx(float(np.mean(np.concatenate(by_hand))), abs=1e-12)
+    assert acc_compiled == pytest.approx(acc, abs=1.0 / len(x) + 1e-12)
+    # training mode on batches of 32 differs from inference mode on this half-trained model
+    assert accuracy(model, x, y, training=True, batch_size=1) != accuracy(model, x, y)
+    for (m0, v0), (m1, v1) in zip(before, moving_statistics(model)):
         np.testing.assert_array_equal(m0, m1)
         np.testing.assert_array_equal(v0, v1)
 
 
-def test_training_mode_accuracy_leaves_statistics_alone(tiny):
-    model, x, y = tiny
-    before = rs.snapshot_statistics(model)
-    acc = rs.training_mode_accuracy(model, x, y, batch_size=32)
-    assert 0.0 <= acc <= 1.0
-    for (_, v0), (_, v1) in zip(before, rs.snapshot_statistics(model)):
-        np.testing.assert_array_equal(v0, v1)
-
-
-def test_exact_statistics_match_precise_bn_without_changing_the_model(tiny):
-    from helpers.batchnorm import precise_bn
+def test_precise_statistics_match_precise_bn_without_changing_the_model(tiny):
+    from helpers.batchnorm import moving_statistics, precise_bn, precise_statistics, preserved_bn_state
     model, x, _ = tiny
-    before = rs.snapshot_statistics(model)
-    exact = rs.exact_statistics(model, x)
-    exact_compiled = rs.exact_statistics(model, x, probe=rs.bn_input_probe(model, compiled=True))
-    for (_, v0), (_, v1) in zip(before, rs.snapshot_statistics(model)):
+    before = moving_statistics(model)
+    exact = precise_statistics(model, x)
+    exact_compiled = precise_statistics(model, x, compiled=True)
+    for (_, v0), (_, v1) in zip(before, moving_statistics(model)):
         np.testing.assert_array_equal(v0, v1)
-    with rs.preserved_statistics(model):
+    with preserved_bn_state(model):
         assigned = precise_bn(model, x)
+        # an independent reading: Keras's own inference-mode BN now standardizes each layer's training input
+        import keras
+        outs = keras.Model(model.inputs[0], [l.output for l in rs.bn_layers(model)])(x, training=False)
+        for layer, out in zip(rs.bn_layers(model), outs):
+            out = np.asarray(out, np.float64).reshape(-1, out.shape[-1])
+            np.testing.assert_allclose(out.mean(0), np.asarray(layer.beta), atol=2e-3)
     for (me, ve), (mc, vc), (mp, vp) in zip(exact, exact_compiled, assigned):
         np.testing.assert_allclose(me, mp, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(ve, vp, rtol=1e-5, atol=1e-7)
@@ -100,15 +109,22 @@ def test_statistics_errors_zero_at_the_truth_and_relative_otherwise():
 
 def test_single_update_errors_table_and_model_unchanged(tiny):
     model, x, _ = tiny
-    before = rs.snapshot_statistics(model)
+    before = rs.moving_statistics(model)
     momenta = [l.momentum for l in rs.bn_layers(model)]
     table = rs.single_update_errors(model, x, batch_sizes=[1, 32], momentums=[0.9, 0.99], draws=3, seed=0)
     assert table.columns[:3] == ["momentum", "batch size", "var_rel_error"]
     err = {(r[0], r[1]): r[2] for r in table.rows}
     assert err[(0.9, 1)] > err[(0.9, 32)] > 0
     assert 3 < err[(0.9, 1)] / err[(0.99, 1)] < 30  # the error is (1 - momentum) x (batch - exact)
+    # one image has one value per dense channel: variance 0, so the dense BN's variance is scaled by momentum
+    dense = table.columns.index("norm_dense")
+    for row in table.rows:
+        if row[1] == 1:
+            assert row[dense] == pytest.approx(1 - row[0], abs=1e-5)
+        else:
+            assert row[dense] < 1 - row[0]
     assert [l.momentum for l in rs.bn_layers(model)] == momenta
-    for (_, v0), (_, v1) in zip(before, rs.snapshot_statistics(model)):
+    for (_, v0), (_, v1) in zip(before, rs.moving_statistics(model)):
         np.testing.assert_array_equal(v0, v1)
 
 
