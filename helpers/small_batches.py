@@ -5,10 +5,12 @@ What the lesson measures, as plain functions with explicit arguments and seeds:
     class_dependent_pixel(x, y)          one number per image: the quantity the estimator study samples
     estimator_trials(...)                Monte Carlo draws of batch means / biased variances
     estimator_table(...)                 ratio E[biased var] / true var per batch size, with standard errors
-    numpy_vs_keras(...)                  the NumPy reference BN against keras.layers.BatchNormalization
+    numpy_vs_keras(...)                  a NumPy BN (the notebook's) against keras.layers.BatchNormalization
+    bn_output_signs(...)                 per BN layer of a model: how many outputs are +-1 on one batch
     keras_stored_variance(...)           what Keras 3 writes into moving_variance after one step
-    Sweep                                trains the small CNN over norms x batch sizes x batch orders,
-                                         reusing one compiled model per normalization (fast)
+    accuracy_on_batches(...)             training-mode accuracy with the test set cut in i.i.d. or same-class batches
+    Sweep                                trains a model builder (the notebook's) over norms x batch sizes x
+                                         batch orders, reusing one compiled model per normalization (fast)
     sweep_table / remedies_table         the tables a learner compares
     estimator_panel(...)                 the widget function (live estimator + highlighted sweep row)
 
@@ -19,19 +21,22 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .batchnorm import batch_statistics, bn_inference, bn_layers, bn_train, precise_bn
+from .batchnorm import batch_statistics, bn_inference, bn_layers, bn_train, precise_bn, preserved_bn_state
 from .data import epoch_batches
+from .training import accuracy
 from .workbook.tables import Table
 
 ORDERS = ("iid", "grouped")
 ORDER_LABELS = {"iid": "i.i.d.", "grouped": "correlated (same class)"}
 NORM_LABELS = {"batch": "BatchNorm", "group": "GroupNorm", "layer": "LayerNorm", "none": "no norm",
-               "renorm": "Batch Renorm", "renorm_clipped": "Batch Renorm (clipped)"}
-# Batch renormalization clipping as in the probe: r in [1/3, 3], |d| <= 5.
+               "dense_ln": "BN in the convs, LayerNorm after the dense layer",
+               "renorm": "Batch Renorm", "renorm_clipped": "Batch Renorm (clipped)",
+               "renorm_scheduled": "Batch Renorm (paper's schedule)"}
+# Batch renormalization's final clipping in Ioffe 2017 (sec. 4.1): r in [1/3, 3], |d| <= 5.
 RENORM_CLIPPING = {"rmin": 1.0 / 3.0, "rmax": 3.0, "dmax": 5.0}
 
 # Wu & He 2018 (Group Normalization), Table 2: ResNet-50 ImageNet validation error (%) by batch per GPU.
@@ -114,26 +119,26 @@ def estimator_table(values: np.ndarray, labels: np.ndarray, batch_sizes: Sequenc
                   "sd of batch var / its mean"], rows, title=f"Batch estimators, {ORDER_LABELS[order]} batches")
 
 
-def plus_minus_one(rng: np.random.Generator, channels: int = 6, eps: float = 0.0) -> np.ndarray:
-    """Training-mode BN (gamma=1, beta=0) of one random batch of 2: returns (2, channels).
-
-    With eps=0 every entry is exactly +1 or -1: each channel sees two values,
-    and normalizing two values always puts them at -1 and +1.
-    """
-    x = rng.normal(loc=3.0, scale=5.0, size=(2, channels))
-    return bn_train(x, np.ones(channels), np.zeros(channels), eps=eps)
-
-
 # --------------------------------------------------- the reference against Keras
 
 
-def numpy_vs_keras(shapes: Iterable[tuple[int, ...]], rng: np.random.Generator, eps: float = 1e-3) -> Table:
+def _reference_forward(x, gamma, beta, *, training, moving_mean=None, moving_var=None, eps=1e-3):
+    if training:
+        return bn_train(x, gamma, beta, eps)
+    return bn_inference(x, gamma, beta, moving_mean, moving_var, eps)
+
+
+def numpy_vs_keras(shapes: Iterable[tuple[int, ...]], rng: np.random.Generator, eps: float = 1e-3,
+                   forward: Callable | None = None) -> Table:
     """Max |NumPy - Keras| for training and inference mode on random inputs of each shape.
 
     shapes: e.g. [(16, 5)] (dense) and [(4, 6, 6, 3)] (conv, channels last).
+    forward(x, gamma, beta, *, training, moving_mean, moving_var, eps) -> y: the NumPy BN
+    to compare (lesson 02 writes its own on the page; default: helpers.batchnorm's).
     gamma, beta and the moving statistics are random too, so nothing matches by accident.
     """
     import keras
+    forward = forward or _reference_forward
     rows = []
     for shape in shapes:
         c = shape[-1]
@@ -146,12 +151,36 @@ def numpy_vs_keras(shapes: Iterable[tuple[int, ...]], rng: np.random.Generator, 
         # inference first: a training-mode call updates the moving statistics
         keras_inf = np.asarray(layer(x, training=False), np.float64)
         keras_tr = np.asarray(layer(x, training=True), np.float64)
-        ours_tr = bn_train(x, gamma, beta, eps)
-        ours_inf = bn_inference(x, gamma, beta, mmean, mvar, eps)
+        ours_tr = forward(x, gamma, beta, training=True, moving_mean=None, moving_var=None, eps=eps)
+        ours_inf = forward(x, gamma, beta, training=False, moving_mean=mmean, moving_var=mvar, eps=eps)
         kind = "dense" if len(shape) == 2 else "conv"
         rows.append([f"{kind} {shape}", "training", float(np.max(np.abs(ours_tr - keras_tr)))])
         rows.append([f"{kind} {shape}", "inference", float(np.max(np.abs(ours_inf - keras_inf)))])
     return Table(["input shape", "mode", "max |NumPy - Keras|"], rows)
+
+
+def bn_output_signs(model, x: np.ndarray, tol: float = 1e-2) -> Table:
+    """Each BN layer's training-mode output on the batch x, with gamma and beta undone:
+    the fraction of values within `tol` of +-1 and the median |output|. At batch 2 a layer
+    that normalizes over 2 values per channel (a dense BN) gives +-1 wherever the two
+    inputs differ by much more than sqrt(epsilon); epsilon pulls the others toward 0.
+
+    Measured with a tap model (inputs -> each BN layer's input) and the layer itself;
+    the moving statistics are left as they were.
+    """
+    import keras
+    rows = []
+    inputs = model.inputs[0]
+    with preserved_bn_state(model):
+        for layer in bn_layers(model):
+            tap = keras.Model(inputs, layer.input)
+            h = tap(x, training=True)
+            y = np.asarray(layer(h, training=True), np.float64)
+            z = (y - np.asarray(layer.beta)) / np.asarray(layer.gamma)
+            rows.append([layer.name, str(tuple(h.shape)), int(np.prod(h.shape[:-1])),
+                         float(np.mean(np.abs(np.abs(z) - 1) <= tol)), float(np.median(np.abs(z)))])
+    return Table(["BN layer", "input shape", "values per channel", f"fraction of |output| within {tol} of 1",
+                  "median |output|"], rows, digits=3)
 
 
 def keras_stored_variance(batch_size: int, channels: int, rng: np.random.Generator) -> dict:
@@ -170,30 +199,12 @@ def keras_stored_variance(batch_size: int, channels: int, rng: np.random.Generat
 
 
 @contextlib.contextmanager
-def kept_bn_statistics(model):
-    """Restore every BN layer's moving statistics on exit.
-
-    Keras 3 updates moving_mean/moving_variance on *every* training-mode call,
-    including model(x, training=True) outside fit, so scoring a model in
-    training mode would otherwise change its inference-mode behaviour.
-    """
-    layers = bn_layers(model)
-    saved = [[np.asarray(v) for v in l.non_trainable_variables] for l in layers]
-    try:
-        yield
-    finally:
-        for layer, values in zip(layers, saved):
-            for v, a in zip(layer.non_trainable_variables, values):
-                v.assign(a)
-
-
-@contextlib.contextmanager
 def scaled_moving_variance(model, factors: Sequence[float] | float):
     """Multiply each BN layer's moving_variance by its factor inside the block (one float: all layers)."""
     layers = bn_layers(model)
     if np.isscalar(factors):
         factors = [float(factors)] * len(layers)
-    with kept_bn_statistics(model):
+    with preserved_bn_state(model):
         for layer, f in zip(layers, factors):
             layer.moving_variance.assign(np.asarray(layer.moving_variance) * f)
         yield
@@ -208,34 +219,40 @@ def bn_sample_counts(model, batch_size: int) -> list[int]:
     return [int(batch_size * np.prod(layer.input.shape[1:-1])) for layer in bn_layers(model)]
 
 
-def _train_mode_fn(model):
-    """model(x, training=True) as one traced function, cached on the model (eager calls are slow)."""
-    fn = getattr(model, "_lesson02_train_mode", None)
-    if fn is None:
+class _Traced:
+    """A model whose calls go through one tf.function (an eager Keras call costs tens of ms,
+    and scoring a test set at batch 2 takes ~180 of them). It exposes the model's layers, so
+    helpers.training.accuracy saves and restores its BN state as for the model itself."""
+
+    def __init__(self, model):
         import tensorflow as tf
-        fn = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
-        model._lesson02_train_mode = fn
-    return fn
+        self.model, self.layers = model, model.layers
+        self._fn = {t: tf.function(lambda x, t=t: model(x, training=t), reduce_retracing=True) for t in (False, True)}
+
+    def __call__(self, x, training=False):
+        return self._fn[bool(training)](x)
 
 
-def accuracy_in_mode(model, x: np.ndarray, y: np.ndarray, *, training: bool = False, batch_size: int = 512,
-                  order: str = "iid", seed: int = 0) -> float:
-    """Accuracy on x (N, 8, 8, 1), y (N,).
+def _traced(model) -> _Traced:
+    traced = getattr(model, "_lesson02_traced", None)
+    if traced is None:
+        traced = _Traced(model)
+        object.__setattr__(model, "_lesson02_traced", traced)  # cached: no retracing per run
+    return traced
 
-    training=True: BN uses the statistics of each test batch of `batch_size`, the
-    batches cut in `order` ("iid" shuffled, or "grouped": same-class batches);
-    partial batches are dropped (Keras BN on one sample returns beta). The
-    model's moving statistics are left untouched.
+
+def accuracy_on_batches(model, x: np.ndarray, y: np.ndarray, batch_size: int, order: str = "iid",
+                        seed: int = 0) -> float:
+    """Training-mode accuracy with the test set cut into batches of `batch_size` in `order`.
+
+    x (N, ...), y (N,). "iid": shuffled batches; "grouped": same-class batches. Partial
+    batches are dropped (Keras BN on one sample returns beta). Only the order is built
+    here; the scoring is `helpers.training.accuracy(..., training=True)`, which leaves
+    the moving statistics untouched.
     """
-    if not training:
-        pred = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
-                               for i in range(0, len(x), batch_size)])
-        return float(np.mean(pred.argmax(-1) == y))
     batches = epoch_batches(y, batch_size, order, np.random.default_rng(seed), drop_remainder=True)
-    fn = _train_mode_fn(model)
-    with kept_bn_statistics(model):
-        pred = np.concatenate([np.asarray(fn(x[b])) for b in batches])
-    return float(np.mean(pred.argmax(-1) == y[np.concatenate(batches)]))
+    idx = np.concatenate(batches)
+    return accuracy(_traced(model), x[idx], y[idx], training=True, batch_size=batch_size)
 
 
 # ------------------------------------------------------------------ training
@@ -244,7 +261,7 @@ def accuracy_in_mode(model, x: np.ndarray, y: np.ndarray, *, training: bool = Fa
 def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, order: str, epochs: int, seed: int):
     """(tf.data.Dataset, steps_per_epoch) of `epochs` epochs of full batches in `order`.
 
-    x (N, 8, 8, 1), y (N,). A fresh shuffle per epoch; partial batches are
+    x (N, ...), y (N,). A fresh shuffle per epoch; partial batches are
     dropped (in "grouped" order: the last batch of each class), so every step
     sees exactly `batch_size` samples. Built from tensors, not a generator: fast.
     """
@@ -257,7 +274,9 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, order: str, 
 
 
 def build_model(norm: str, seed: int):
-    """The lesson's small CNN for `norm` in NORM_LABELS (renorm variants are BN with renorm=True)."""
+    """The workbook's small CNN (helpers.models.small_cnn) for `norm` in "batch", "group", "layer",
+    "none", "renorm", "renorm_clipped". Lesson 02 builds its models on the page instead and
+    passes its builder to Sweep; this one is the default and what the unit tests use."""
     import keras
     from .models import small_cnn
     keras.utils.set_random_seed(seed)
@@ -279,7 +298,7 @@ class RunResult:
     steps: int
     train_seconds: float
     acc: float                              # inference mode, as trained
-    acc_train_mode: float                   # training mode on test batches of batch_size
+    acc_train_mode: float | None            # training mode on test batches of batch_size (None: not scored)
     acc_precise: float | None = None        # BN only: after precise BN (population statistics)
     precise_seconds: float | None = None
     acc_corrected: float | None = None      # BN only: moving variance x m/(m-1), m = batch size, every layer
@@ -292,11 +311,13 @@ class RunResult:
 
 @dataclass
 class Sweep:
-    """Train the small CNN on digits for many (norm, order, batch size) settings.
+    """Train a model for many (norm, order, batch size) settings on one data set.
 
-    One model per normalization is built and compiled once; every run restores
-    its initial weights and optimizer state, so runs of one norm start from the
-    same point and only the batches differ (and no graph is traced twice).
+    build(norm, seed) -> uncompiled Keras model (default: build_model). One model per
+    normalization is built and compiled once; every run restores its initial weights
+    and optimizer state, so runs of one norm start from the same point and only the
+    batches differ (and no graph is traced twice). callbacks(norm, steps_total) -> a
+    list of Keras callbacks for one run (e.g. a renorm clipping schedule); optional.
     """
     x_train: np.ndarray
     y_train: np.ndarray
@@ -306,13 +327,16 @@ class Sweep:
     learning_rate: float
     seed: int
     steps_per_execution: int = 100
+    build: Callable = build_model
+    callbacks: Callable | None = None
+    train_mode: bool = True                 # score every run in training mode as well
     results: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict, repr=False)
 
     def _model(self, norm: str):
         if norm not in self._models:
             from .models import compile_classifier
-            model = build_model(norm, self.seed)
+            model = self.build(norm, self.seed)
             compile_classifier(model, learning_rate=self.learning_rate, steps_per_execution=self.steps_per_execution)
             model.optimizer.build(model.trainable_variables)
             self._models[norm] = (model, model.get_weights(), [np.asarray(v) for v in model.optimizer.variables])
@@ -331,8 +355,9 @@ class Sweep:
             v.assign(a)
         data, steps = training_dataset(self.x_train, self.y_train, batch_size, order, self.epochs,
                                        self.seed * 1000 + batch_size)
+        extra = self.callbacks(norm, steps * self.epochs) if self.callbacks else []
         hist = train(model, data, epochs=self.epochs, steps_per_epoch=steps, progress=False,
-                     desc=f"{norm} {order} b={batch_size}")
+                     desc=f"{norm} {order} b={batch_size}", callbacks=extra)
         return model, steps, hist.seconds
 
     def run(self, norm: str, order: str, batch_size: int, *, precise: bool = True) -> RunResult:
@@ -340,18 +365,18 @@ class Sweep:
         model, steps, seconds = self.train(norm, order, batch_size)
         xt, yt = self.x_test, self.y_test
         res = RunResult(norm, order, batch_size, self.epochs, self.learning_rate, steps, seconds,
-                        accuracy_in_mode(model, xt, yt), accuracy_in_mode(model, xt, yt, training=True,
-                                                                    batch_size=batch_size, seed=self.seed))
-        if norm == "batch":
+                        accuracy(model, xt, yt),
+                        accuracy_on_batches(model, xt, yt, batch_size, seed=self.seed) if self.train_mode else None)
+        if bn_layers(model) and not norm.startswith("renorm"):
             with scaled_moving_variance(model, batch_size / (batch_size - 1)):
-                res.acc_corrected = accuracy_in_mode(model, xt, yt)
+                res.acc_corrected = accuracy(model, xt, yt)
             with scaled_moving_variance(model, [n / (n - 1) for n in bn_sample_counts(model, batch_size)]):
-                res.acc_corrected_per_layer = accuracy_in_mode(model, xt, yt)
+                res.acc_corrected_per_layer = accuracy(model, xt, yt)
             if precise:
                 t0 = time.perf_counter()
                 precise_bn(model, self.x_train)
                 res.precise_seconds = time.perf_counter() - t0
-                res.acc_precise = accuracy_in_mode(model, xt, yt)
+                res.acc_precise = accuracy(model, xt, yt)
         self.results[res.key] = res
         return res
 
@@ -373,7 +398,7 @@ def sweep_table(results: Sequence[RunResult], highlight: tuple[str, int] | None 
     rows, marked = [], []
     for i, r in enumerate(results):
         rows.append([NORM_LABELS[r.norm], ORDER_LABELS[r.order], r.batch_size, r.learning_rate, r.epochs,
-                     r.steps * r.epochs, r.acc, r.acc_train_mode - r.acc,
+                     r.steps * r.epochs, r.acc, "" if r.acc_train_mode is None else r.acc_train_mode - r.acc,
                      "" if r.acc_precise is None else r.acc_precise, round(r.train_seconds, 1)])
         if highlight is not None and (r.order, r.batch_size) == tuple(highlight):
             marked.append(i)

@@ -55,17 +55,38 @@ def test_estimator_table_columns_and_correction():
         assert abs(c - 1) < 0.05
 
 
-def test_batch_of_two_normalizes_to_plus_minus_one():
-    y = sb.plus_minus_one(np.random.default_rng(3), channels=4)
-    assert y.shape == (2, 4)
-    np.testing.assert_allclose(np.abs(y), 1.0, atol=1e-12)
-    np.testing.assert_allclose(y[0], -y[1], atol=1e-12)
+def test_dense_bn_output_is_plus_minus_one_at_batch_two_conv_bn_is_not(digits):
+    model = sb.build_model("batch", seed=0)
+    before = [np.asarray(v).copy() for l in sb.bn_layers(model) for v in l.non_trainable_variables]
+    table = sb.bn_output_signs(model, digits.x_test[:2])
+    assert table.column("values per channel") == [2 * 8 * 8, 2 * 4 * 4, 2]
+    fractions = table.column("fraction of |output| within 0.01 of 1")
+    # untrained weights: some dense features differ by less than sqrt(epsilon) between the two images
+    assert fractions[-1] >= 0.5 and max(fractions[:-1]) <= 0.2
+    medians = table.column("median |output|")
+    assert abs(medians[-1] - 1) <= 0.01 and max(medians[:-1]) < 0.9
+    after = [np.asarray(v) for l in sb.bn_layers(model) for v in l.non_trainable_variables]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_numpy_reference_matches_keras():
     table = sb.numpy_vs_keras([(6, 3), (2, 4, 4, 2)], np.random.default_rng(4))
     assert len(table) == 4
     assert max(table.column("max |NumPy - Keras|")) < 1e-5
+
+
+def test_numpy_vs_keras_catches_a_wrong_forward_pass():
+    def unbiased(x, gamma, beta, *, training, moving_mean=None, moving_var=None, eps=1e-3):
+        x = np.asarray(x, np.float64)
+        if training:
+            mean, var = x.mean(axis=0), x.var(axis=0, ddof=1)  # wrong: Keras divides by m
+        else:
+            mean, var = moving_mean, moving_var
+        return gamma * (x - mean) / np.sqrt(var + eps) + beta
+    table = sb.numpy_vs_keras([(4, 3)], np.random.default_rng(4), forward=unbiased)
+    diffs = dict(zip(table.column("mode"), table.column("max |NumPy - Keras|")))
+    assert diffs["training"] > 1e-2 and diffs["inference"] < 1e-5
 
 
 def test_keras_stores_biased_variance():
@@ -84,12 +105,22 @@ def test_sample_counts_and_scaling_restore(digits):
     np.testing.assert_allclose(np.asarray(layer.moving_variance), before)
 
 
-def test_training_mode_scoring_leaves_moving_statistics_alone(digits):
+def test_accuracy_on_batches_scores_the_batches_it_builds(digits):
+    import keras
     model = sb.build_model("batch", seed=0)
+    x, y = digits.x_test[:41], digits.y_test[:41]
     before = [np.asarray(v).copy() for l in sb.bn_layers(model) for v in l.non_trainable_variables]
-    acc = sb.accuracy_in_mode(model, digits.x_test[:40], digits.y_test[:40], training=True, batch_size=4)
+    for order in ("iid", "grouped"):
+        acc = sb.accuracy_on_batches(model, x, y, 4, order, seed=3)
+        # the same batches, scored by hand: one training-mode call per batch, on a copy of the model
+        batches = sb.epoch_batches(y, 4, order, np.random.default_rng(3), drop_remainder=True)
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        hits = [np.argmax(np.asarray(clone(x[b], training=True)), -1) == y[b] for b in batches]
+        assert acc == pytest.approx(np.mean(np.concatenate(hits)), abs=1e-9)
+        if order == "grouped":
+            assert all(len(set(y[b])) == 1 for b in batches)
     after = [np.asarray(v) for l in sb.bn_layers(model) for v in l.non_trainable_variables]
-    assert 0.0 <= acc <= 1.0
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
 
@@ -111,6 +142,7 @@ def test_sweep_run_resets_to_the_same_start(digits):
     again = sweep.run("group", "iid", 32)
     assert first.acc == again.acc and first.steps == n // 32
     assert abs(first.acc_train_mode - first.acc) < 0.02  # GroupNorm: no batch dependence
+    assert first.acc_precise is None  # no BN layer to re-estimate
     table = sb.sweep_table([first], highlight=("iid", 32))
     assert table.highlight == {0}
 
@@ -132,3 +164,24 @@ def test_estimator_panel_returns_highlighted_table(digits):
     assert table.highlight == {0}
     table = sb.estimator_panel(ink, digits.y_train, [res], 4, "iid", trials=500)
     assert table.highlight == set() and "not in the sweep" in table.title
+
+
+def test_sweep_uses_the_given_builder_and_callbacks(digits):
+    import keras
+    built, seen = [], []
+
+    def build(norm, seed):
+        built.append((norm, seed))
+        return sb.build_model("batch", seed)
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(epoch)
+
+    sweep = sb.Sweep(digits.x_train[:128], digits.y_train[:128], digits.x_test[:32], digits.y_test[:32],
+                     epochs=2, learning_rate=1e-3, seed=5, build=build, train_mode=False,
+                     callbacks=lambda norm, total: [Count()] if total == 2 * (128 // 16) else [])
+    res = sweep.run("mine", "iid", 16)
+    assert built == [("mine", 5)] and seen == [0, 1]
+    assert res.acc_train_mode is None and res.acc_precise is not None  # BN layers: precise BN scored
+    assert res.steps == 128 // 16
