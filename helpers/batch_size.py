@@ -50,8 +50,8 @@ def measured_activation_bytes(model, x: np.ndarray) -> int:
     """
     import keras
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    probe = keras.Model(inputs, [layer.output for layer in model.layers])
-    outs = probe(x, training=False)
+    tap = keras.Model(inputs, [layer.output for layer in model.layers])
+    outs = tap(x, training=False)
     return int(sum(np.asarray(o).nbytes for o in outs))
 
 

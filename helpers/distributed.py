@@ -4,12 +4,14 @@ What lives here:
   * ChildInterpreter / run_in_child: a fresh Python interpreter per replica
     count, because TensorFlow allows one MirroredStrategy size per process
     (a second size fails with a collective group-size error).
-  * strategy_for(k): the process's one MirroredStrategy over /cpu:0..k-1 (the
-    default, single-device strategy for k = 1). On a machine with GPUs,
-    MirroredStrategy() without a device list picks them up; nothing else changes.
+  * strategy_for(k): the process's one MirroredStrategy over k GPUs when the
+    machine has them (one GPU is split into k logical GPUs), else over the
+    logical CPU devices /cpu:0..k-1; the default strategy for k = 1.
+  * replica_step / distributed_step / loss_function: the one hand-written
+    synchronous step (strategy.run, strategy.reduce(SUM)) every custom loop uses.
   * Jobs that run inside a child (module-level, picklable arguments, numpy
-    results): fit_weights, sum_vs_mean_weights, clip_after_aggregation_weights,
-    train_for_accuracy.
+    results): fit_weights, custom_loop_weights (and its cases sum_vs_mean_weights,
+    clip_after_aggregation_weights, custom_loop_step), train_for_accuracy.
   * run_multiworker: two (or more) worker processes on 127.0.0.1 forming a
     MultiWorkerMirroredStrategy cluster through TF_CONFIG, always cleaned up.
   * step_time_model: t(k) = compute/k + ring all-reduce time.
@@ -40,11 +42,40 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _child_init(logical_devices: int) -> None:
-    """Runs first in a fresh interpreter: quiet TF, create the logical devices."""
+    """Runs first in a fresh interpreter: quiet TF, create the logical devices (GPUs split if needed)."""
     from .workbook.environment import configure_logical_devices, quiet_tensorflow
     quiet_tensorflow()
     if logical_devices:
         configure_logical_devices(logical_devices)
+        split_gpu(logical_devices)
+
+
+def split_gpu(n: int, memory_mb: int = 2048) -> int:
+    """With fewer than n physical GPUs but at least one, split GPU 0 into n logical GPUs.
+
+    Must run before TensorFlow initializes the GPU. Returns the number of GPUs
+    (logical) this process will see; 0 on a machine without one.
+    """
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus or len(gpus) >= n or n < 2:
+        return len(gpus)
+    if tf.config.get_logical_device_configuration(gpus[0]) is None:
+        tf.config.set_logical_device_configuration(
+            gpus[0], [tf.config.LogicalDeviceConfiguration(memory_limit=memory_mb) for _ in range(n)])
+    return n
+
+
+def replica_devices(replicas: int) -> list[str]:
+    """The devices a `replicas`-way MirroredStrategy uses here: GPUs (real or logical) when there
+    are enough, else logical CPU devices. Raises if neither suffices."""
+    import tensorflow as tf
+    for kind in ("GPU", "CPU"):
+        names = [d.name for d in tf.config.list_logical_devices(kind)]
+        if len(names) >= replicas:
+            return names[:replicas]
+    raise RuntimeError(f"{replicas} replicas need {replicas} logical GPU or CPU devices; "
+                       f"this process has {len(tf.config.list_logical_devices('CPU'))} CPU devices")
 
 
 class ChildInterpreter:
@@ -143,25 +174,29 @@ _STRATEGY = None
 
 
 def strategy_for(replicas: int):
-    """This process's strategy: default (one device) for 1, else MirroredStrategy over /cpu:0..k-1.
+    """This process's strategy: default (one device) for 1, else MirroredStrategy over
+    replica_devices(k): the GPUs (or logical GPUs split from one) when present, else /cpu:0..k-1.
 
+    TF32 matmuls are switched off, so GPU runs compare with one device to float32 rounding.
     Only one MirroredStrategy size may exist per process; asking for a second
     size raises a clear error here instead of a collective group-size error later.
     """
     global _STRATEGY
     import tensorflow as tf
+    tf.config.experimental.enable_tensor_float_32_execution(False)
     if replicas == 1:
         return tf.distribute.get_strategy()
     if _STRATEGY is None:
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")][:replicas]
-        if len(devices) < replicas:
-            raise RuntimeError(f"{replicas} replicas need {replicas} logical CPU devices; "
-                               f"this process has {len(devices)}")
-        _STRATEGY = tf.distribute.MirroredStrategy(devices)
+        _STRATEGY = tf.distribute.MirroredStrategy(replica_devices(replicas))
     if _STRATEGY.num_replicas_in_sync != replicas:
         raise RuntimeError(f"this process already holds a {_STRATEGY.num_replicas_in_sync}-replica "
                            f"MirroredStrategy; run {replicas} replicas in another ChildInterpreter")
     return _STRATEGY
+
+
+def strategy_devices(*, replicas: int) -> list[str]:
+    """The devices strategy_for(replicas) runs on in this process (a job for ReplicaPool.call)."""
+    return list(strategy_for(replicas).extended.worker_devices)
 
 
 def build_model(kind: str = "mlp", *, hidden: int = 64, seed: int = 0, synchronized: bool = False):
@@ -221,41 +256,135 @@ def update_norm(before: Sequence[np.ndarray], after: Sequence[np.ndarray]) -> fl
 
 def fit_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, sizes: Sequence[int],
                 learning_rate: float, kind: str = "mlp", synchronized: bool = False, epochs: int = 1,
-                optimizer_kwargs: dict | None = None, hidden: int = 64) -> dict:
+                optimizer_kwargs: dict | None = None, hidden: int = 64, decay_steps: int | None = None) -> dict:
     """model.fit with plain SGD on batches of `sizes` (global batch sizes) under `replicas` replicas.
 
+    decay_steps: if given, the rate is ExponentialDecay(learning_rate, decay_steps, 0.5),
+    a schedule counted in optimizer steps.
     Returns {"weights": list of arrays, "loss": per-epoch reported losses,
-             "moving_mean": BN moving mean as read from the variable (or None)}.
+             "moving_mean": BN moving mean as read from the variable (or None),
+             "learning_rate": the optimizer's rate after training, "iterations": its step counter}.
     """
     import keras
     strategy = strategy_for(replicas)
     with strategy.scope():
         model = build_model(kind, hidden=hidden, synchronized=synchronized)
         model.set_weights(weights)
-        opt = keras.optimizers.SGD(learning_rate, **(optimizer_kwargs or {}))
+        rate = (keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=decay_steps, decay_rate=0.5)
+                if decay_steps else learning_rate)
+        opt = keras.optimizers.SGD(rate, **(optimizer_kwargs or {}))
         model.compile(opt, "sparse_categorical_crossentropy")
     hist = model.fit(batches_dataset(x, y, sizes), epochs=epochs, verbose=0, shuffle=False)
     moving = None
     if kind == "mlp_bn":
         moving = np.asarray(model.get_layer("bn").moving_mean)
     return {"weights": [np.asarray(w) for w in model.get_weights()], "loss": hist.history["loss"],
-            "moving_mean": moving}
+            "moving_mean": moving, "learning_rate": float(np.asarray(opt.learning_rate)),
+            "iterations": int(np.asarray(opt.iterations))}
 
 
-def _gradients_fn(model, strategy, scale_by_replicas: bool):
-    """Per-replica gradient function: mean loss over the replica's batch (/k if scaled)."""
+def replica_step(model, optimizer, loss_fn, xb, yb):
+    """One replica's share of a synchronous step; what `strategy.run` runs on every device.
+
+    Forward pass on this replica's slice (xb, yb), loss_fn(yb, probabilities), gradients
+    by GradientTape. With an optimizer, apply them here, in replica context: a Keras
+    optimizer then all-reduces (SUMs) the replicas' gradients before the update.
+    Without one, return them for the caller to reduce. Returns (loss, gradients).
+    """
+    import tensorflow as tf
+    with tf.GradientTape() as tape:
+        loss = loss_fn(yb, model(xb, training=True))
+    grads = tape.gradient(loss, model.trainable_weights)
+    if optimizer is not None:
+        optimizer.apply_gradients(zip(grads, model.trainable_weights))
+    return loss, grads
+
+
+def distributed_step(strategy, model, optimizer, loss_fn, *, update="replica", clip_global_norm=None):
+    """The synchronous training step: strategy.run(replica_step) then strategy.reduce(SUM, ...).
+
+    update="replica": each replica applies its gradients (Keras sums them across replicas).
+    update="reduced": the replicas' gradients are summed with strategy.reduce(SUM),
+      optionally clipped to `clip_global_norm` (clipping *after* aggregation), and applied
+      once in cross-replica context.
+    Returns a tf.function step(xb, yb) -> loss summed over replicas (the global-batch loss
+    when loss_fn divides by the global batch).
+    """
+    import tensorflow as tf
+    SUM = tf.distribute.ReduceOp.SUM
+    if update not in ("replica", "reduced"):
+        raise ValueError(f"update must be 'replica' or 'reduced', got {update!r}")
+    in_replica = optimizer if update == "replica" else None
+
+    @tf.function
+    def step(xb, yb):
+        loss, grads = strategy.run(lambda a, b: replica_step(model, in_replica, loss_fn, a, b), args=(xb, yb))
+        if update == "reduced":
+            grads = [strategy.reduce(SUM, g, axis=None) for g in grads]
+            if clip_global_norm is not None:
+                grads, _ = tf.clip_by_global_norm(grads, clip_global_norm)
+            optimizer.apply_gradients(zip(grads, model.trainable_weights))
+        return strategy.reduce(SUM, loss, axis=None)
+
+    return step
+
+
+def loss_function(kind: str, strategy, global_batch: int | None = None, divide_again: bool = False):
+    """The per-replica loss a hand-written loop uses; (y, probabilities) -> scalar.
+
+    "global_batch": sum of the replica's per-example losses / global batch
+        (tf.nn.compute_average_loss; None: replica batch × num_replicas_in_sync).
+    "replica_mean": the mean over the replica's own slice (summed across replicas: k × the mean).
+    "keras_object": keras.losses.SparseCategoricalCrossentropy(), which in Keras 3
+        divides by num_replicas_in_sync by itself inside strategy.run.
+    divide_again: divide the result by num_replicas_in_sync once more (the classic mistake).
+    """
     import keras
     import tensorflow as tf
+    if kind == "global_batch":
+        def base(y, p):
+            return tf.nn.compute_average_loss(keras.losses.sparse_categorical_crossentropy(y, p),
+                                              global_batch_size=global_batch)
+    elif kind == "replica_mean":
+        def base(y, p):
+            return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, p))
+    elif kind == "keras_object":
+        base = keras.losses.SparseCategoricalCrossentropy()
+    else:
+        raise ValueError(f"kind must be 'global_batch', 'replica_mean' or 'keras_object', got {kind!r}")
+    if not divide_again:
+        return base
+    return lambda y, p: base(y, p) / strategy.num_replicas_in_sync
 
-    def replica_fn(xb, yb):
-        with tf.GradientTape() as tape:
-            probs = model(xb, training=True)
-            loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(yb, probs))
-            if scale_by_replicas:
-                loss = loss / strategy.num_replicas_in_sync
-        return tape.gradient(loss, model.trainable_weights)
 
-    return replica_fn
+def _sgd_model(strategy, weights, learning_rate, hidden):
+    """The MLP with the shared weights and a built SGD optimizer, created under the strategy."""
+    import keras
+    with strategy.scope():
+        model = build_model("mlp", hidden=hidden)
+        model.set_weights(weights)
+        opt = keras.optimizers.SGD(learning_rate)
+        opt.build(model.trainable_weights)
+    return model, opt
+
+
+def custom_loop_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, sizes: Sequence[int],
+                        learning_rate: float, loss: str = "global_batch", update: str = "reduced",
+                        divide_again: bool = False, clip_global_norm: float | None = None, hidden: int = 64) -> dict:
+    """Hand-written SGD steps (distributed_step) on consecutive global batches of `sizes`.
+
+    loss, divide_again: see loss_function (the global batch is the step's size when all
+    sizes are equal); update, clip_global_norm: see distributed_step.
+    Returns {"weights": after the steps, "reported_loss": the first step's loss summed over replicas}.
+    """
+    strategy = strategy_for(replicas)
+    model, opt = _sgd_model(strategy, weights, learning_rate, hidden)
+    global_batch = sizes[0] if len(set(sizes)) == 1 else None
+    step = distributed_step(strategy, model, opt, loss_function(loss, strategy, global_batch, divide_again),
+                            update=update, clip_global_norm=clip_global_norm)
+    reported = [float(step(xb, yb)) for xb, yb in
+                strategy.experimental_distribute_dataset(batches_dataset(x, y, sizes))]
+    return {"weights": [np.asarray(w) for w in model.get_weights()], "reported_loss": reported[0]}
 
 
 def sum_vs_mean_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray,
@@ -263,33 +392,13 @@ def sum_vs_mean_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.nd
     """One SGD step on the global batch (x, y), split over `replicas`, two ways.
 
     "summed": each replica's mean-loss gradient, summed across replicas, step η.
-    "averaged_scaled": the same gradients averaged (loss / k), step k·η.
+    "averaged_scaled": the global-batch mean gradient (loss / global batch), step k·η.
     Returns both weight lists.
     """
-    import keras
-    import tensorflow as tf
-    strategy = strategy_for(replicas)
-    out = {}
-    for name, scaled, lr in (("summed", False, learning_rate),
-                             ("averaged_scaled", True, learning_rate * replicas)):
-        with strategy.scope():
-            model = build_model("mlp", hidden=hidden)
-            model.set_weights(weights)
-            opt = keras.optimizers.SGD(lr)
-            opt.build(model.trainable_weights)
-        replica_fn = _gradients_fn(model, strategy, scale_by_replicas=scaled)
-
-        @tf.function
-        def step(xb, yb):
-            per_replica = strategy.run(replica_fn, args=(xb, yb))
-            grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_replica]
-            opt.apply_gradients(zip(grads, model.trainable_weights))
-
-        dist = strategy.experimental_distribute_dataset(batches_dataset(x, y, [len(x)]))
-        for xb, yb in dist:
-            step(xb, yb)
-        out[name] = [np.asarray(w) for w in model.get_weights()]
-    return out
+    common = dict(replicas=replicas, weights=weights, x=x, y=y, sizes=[len(x)], hidden=hidden)
+    return {"summed": custom_loop_weights(**common, learning_rate=learning_rate, loss="replica_mean")["weights"],
+            "averaged_scaled": custom_loop_weights(**common, learning_rate=learning_rate * replicas,
+                                                   loss="global_batch")["weights"]}
 
 
 def clip_after_aggregation_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray,
@@ -297,30 +406,13 @@ def clip_after_aggregation_weights(*, replicas: int, weights: list, x: np.ndarra
                                    hidden: int = 64) -> dict:
     """SGD steps that clip the *all-reduced* gradient to global norm `clip` (the fix).
 
-    Per replica: gradient of (mean loss / k); SUM across replicas = the global
-    mean gradient; clip that by global norm; apply in cross-replica context (so
-    the optimizer does not all-reduce a second time). Returns {"weights": ...}.
+    Per replica: gradient of (its losses / global batch); SUM across replicas = the global
+    mean gradient; clip that by global norm; apply in cross-replica context (so the
+    optimizer does not all-reduce a second time). Returns {"weights": ...}.
     """
-    import keras
-    import tensorflow as tf
-    strategy = strategy_for(replicas)
-    with strategy.scope():
-        model = build_model("mlp", hidden=hidden)
-        model.set_weights(weights)
-        opt = keras.optimizers.SGD(learning_rate)
-        opt.build(model.trainable_weights)
-    replica_fn = _gradients_fn(model, strategy, scale_by_replicas=True)
-
-    @tf.function
-    def step(xb, yb):
-        per_replica = strategy.run(replica_fn, args=(xb, yb))
-        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_replica]
-        grads, _ = tf.clip_by_global_norm(grads, clip)
-        opt.apply_gradients(zip(grads, model.trainable_weights))
-
-    for xb, yb in strategy.experimental_distribute_dataset(batches_dataset(x, y, sizes)):
-        step(xb, yb)
-    return {"weights": [np.asarray(w) for w in model.get_weights()]}
+    out = custom_loop_weights(replicas=replicas, weights=weights, x=x, y=y, sizes=sizes, learning_rate=learning_rate,
+                              loss="global_batch", update="reduced", clip_global_norm=clip, hidden=hidden)
+    return {"weights": out["weights"]}
 
 
 def custom_loop_step(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, learning_rate: float,
@@ -332,31 +424,9 @@ def custom_loop_step(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarr
     the classic extra `/ num_replicas_in_sync`. Returns {"reported_loss": sum over
     replicas of their loss values, "weights": after the step}.
     """
-    import keras
-    import tensorflow as tf
-    strategy = strategy_for(replicas)
-    with strategy.scope():
-        model = build_model("mlp", hidden=hidden)
-        model.set_weights(weights)
-        opt = keras.optimizers.SGD(learning_rate)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
-
-    def replica_fn(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=True))
-            if divide_again:
-                loss = loss / strategy.num_replicas_in_sync
-        grads = tape.gradient(loss, model.trainable_weights)
-        opt.apply_gradients(zip(grads, model.trainable_weights))
-        return loss
-
-    @tf.function
-    def step(xb, yb):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_fn, args=(xb, yb)), axis=None)
-
-    reported = [float(step(xb, yb)) for xb, yb in
-                strategy.experimental_distribute_dataset(batches_dataset(x, y, [len(x)]))]
-    return {"reported_loss": reported[0], "weights": [np.asarray(w) for w in model.get_weights()]}
+    return custom_loop_weights(replicas=replicas, weights=weights, x=x, y=y, sizes=[len(x)],
+                               learning_rate=learning_rate, loss="keras_object", update="replica",
+                               divide_again=divide_again, hidden=hidden)
 
 
 def short_error(text: str, limit: int = 160) -> str:
@@ -459,22 +529,9 @@ def multiworker_job(*, weights: list, x: np.ndarray, y: np.ndarray, sizes: Seque
     import keras
     import tensorflow as tf
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    with strategy.scope():
-        model = build_model("mlp", hidden=hidden)
-        model.set_weights(weights)
-        opt = keras.optimizers.SGD(learning_rate)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()  # divides by num_replicas_in_sync itself
-
-    def replica_fn(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_weights)
-        opt.apply_gradients(zip(grads, model.trainable_weights))  # sums across workers
-
-    @tf.function
-    def step(xb, yb):
-        strategy.run(replica_fn, args=(xb, yb))
-
+    model, opt = _sgd_model(strategy, weights, learning_rate, hidden)
+    # the Keras loss object divides by num_replicas_in_sync itself; the optimizer sums across workers
+    step = distributed_step(strategy, model, opt, loss_function("keras_object", strategy), update="replica")
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = batches_dataset(x, y, sizes).with_options(options)
@@ -562,7 +619,38 @@ def ring_allreduce_seconds(n_bytes: float, replicas: np.ndarray, bandwidth_bytes
 
 
 def step_time_model(compute_s: float, n_bytes: float, replicas: np.ndarray, bandwidth_bytes_per_s: float,
-                    latency_s: float = 0.0) -> np.ndarray:
-    """Seconds per step of a fixed global batch on k replicas: compute/k + all-reduce(bytes). Shape (K,)."""
+                    latency_s: float = 0.0, *, scaling: str = "strong", overlap: float = 0.0) -> np.ndarray:
+    """Seconds per synchronous step on k replicas, shape (K,).
+
+    compute_s: forward + backward time of one device's batch at k = 1.
+    scaling="strong": a fixed global batch, split k ways: compute_s / k per replica.
+    scaling="weak": a fixed per-replica batch (the global batch grows with k): compute_s per replica.
+    overlap (0–1): the fraction of the all-reduce hidden behind the backward pass
+    (gradients of late layers are sent while early layers are still differentiated); at most
+    the compute time can hide it. Step = compute + max(all-reduce − overlap·compute, (1 − overlap)·all-reduce).
+    """
     k = np.asarray(replicas, dtype=float)
-    return compute_s / k + ring_allreduce_seconds(n_bytes, k, bandwidth_bytes_per_s, latency_s)
+    if scaling == "strong":
+        compute = compute_s / k
+    elif scaling == "weak":
+        compute = np.full_like(k, compute_s)
+    else:
+        raise ValueError(f"scaling must be 'strong' or 'weak', got {scaling!r}")
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be in [0, 1], got {overlap}")
+    comm = ring_allreduce_seconds(n_bytes, k, bandwidth_bytes_per_s, latency_s)
+    exposed = np.maximum(comm - overlap * compute, (1.0 - overlap) * comm)
+    return compute + exposed
+
+
+def throughput_speedup(compute_s: float, n_bytes: float, replicas: np.ndarray, bandwidth_bytes_per_s: float,
+                       *, scaling: str, overlap: float = 0.0) -> np.ndarray:
+    """Examples per second on k replicas relative to one device, shape (K,).
+
+    strong: the same global batch per step, so speed-up = t(1) / t(k).
+    weak: k times the examples per step, so speed-up = k · t(1) / t(k).
+    """
+    k = np.asarray(replicas, dtype=float)
+    t1 = step_time_model(compute_s, n_bytes, np.array([1.0]), bandwidth_bytes_per_s, scaling=scaling, overlap=overlap)[0]
+    tk = step_time_model(compute_s, n_bytes, k, bandwidth_bytes_per_s, scaling=scaling, overlap=overlap)
+    return (k if scaling == "weak" else 1.0) * t1 / tk

@@ -1,6 +1,12 @@
 """Mini-batch gradient noise on a model small enough to do exactly in NumPy:
 softmax regression (multinomial logistic regression) on the flattened digits.
 
+This module is the one home of the NumPy softmax regression (lessons 01 and 05):
+its gradient (`output_error`), its per-example gradient norms and the gradient
+noise scale (`simple_noise_scale`, tr(Σ) with the unbiased ÷(N−1) covariance).
+helpers.scaling trains the same model in an "augmented" layout (bias as the last
+row of W) and imports these functions.
+
 Shapes: X (N, D) features, y (N,) integer labels, W (D, K), b (K,).
 A parameter vector theta is W and b flattened: (D*K + K,).
 """
@@ -15,9 +21,17 @@ from .batch_size import steps_per_epoch
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
+    """Softmax over the last axis (classes), overflow-guarded; (N, K) or (L, N, K)."""
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def output_error(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """dL/dz of the cross-entropy for each example: softmax(z) − onehot(y), shape (N, K)."""
+    d = softmax(logits)
+    d[np.arange(len(y)), y] -= 1.0
+    return d
 
 
 @dataclass
@@ -30,6 +44,12 @@ class SoftmaxRegression:
     def init(cls, n_features: int, n_classes: int, rng: np.random.Generator, scale: float = 0.01):
         return cls(rng.normal(0.0, scale, (n_features, n_classes)), np.zeros(n_classes))
 
+    @classmethod
+    def from_augmented(cls, W_aug: np.ndarray) -> "SoftmaxRegression":
+        """From the (D+1, K) layout of helpers.scaling (bias as the last row)."""
+        W_aug = np.asarray(W_aug, dtype=np.float64)
+        return cls(W_aug[:-1].copy(), W_aug[-1].copy())
+
     def probabilities(self, X: np.ndarray) -> np.ndarray:
         return softmax(X @ self.W + self.b)
 
@@ -40,15 +60,18 @@ class SoftmaxRegression:
 
     def per_example_gradients(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Gradient of each example's loss w.r.t. (W, b): (N, D*K + K)."""
-        d = self.probabilities(X)
-        d[np.arange(len(y)), y] -= 1.0                        # dL/dz = p - onehot(y)
+        d = output_error(X @ self.W + self.b, y)                  # dL/dz = p - onehot(y)
         gW = (X[:, :, None] * d[:, None, :]).reshape(len(X), -1)  # outer product x_i d_i^T
         return np.concatenate([gW, d], axis=1)
 
+    def per_example_sq_norms(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """|g_i|^2 of each example's gradient without forming it: (|x_i|^2 + 1)·|d_i|^2, shape (N,)."""
+        d = output_error(X @ self.W + self.b, y)
+        return (np.sum(X ** 2, axis=1) + 1.0) * np.sum(d ** 2, axis=1)
+
     def gradient(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Mean gradient over the examples: (D*K + K,)."""
-        d = self.probabilities(X)
-        d[np.arange(len(y)), y] -= 1.0
+        d = output_error(X @ self.W + self.b, y)
         return np.concatenate([(X.T @ d).ravel(), d.sum(axis=0)]) / len(X)
 
     def step(self, grad: np.ndarray, learning_rate: float) -> None:
@@ -67,6 +90,20 @@ def full_batch_descent(model: SoftmaxRegression, X, y, steps: int, learning_rate
         model.step(model.gradient(X, y), learning_rate)
         losses.append(model.loss(X, y))
     return losses
+
+
+def simple_noise_scale(model: SoftmaxRegression, X, y) -> dict:
+    """McCandlish et al.'s simple noise scale B_simple = tr(Σ) / |G|^2 at the model's weights, exactly.
+
+    G is the full-data mean gradient; tr(Σ) = Σ_i |g_i − G|^2 / (N − 1), the trace of the
+    per-example gradient covariance (unbiased, the S^2 of the without-replacement variance
+    formula Var(g_B) = tr(Σ)/B · (N − B)/N). Returns {"b_simple", "trace_cov", "grad_norm_sq"}.
+    """
+    n = len(X)
+    G = model.gradient(X, y)
+    g2 = float(G @ G)
+    trace = float((np.sum(model.per_example_sq_norms(X, y)) - n * g2) / (n - 1))
+    return {"b_simple": trace / g2, "trace_cov": trace, "grad_norm_sq": g2}
 
 
 @dataclass
@@ -99,12 +136,6 @@ class GradientNoise:
         """McCandlish et al.'s simple noise scale B_simple = tr(Σ) / |G|^2, in examples."""
         return self.trace_sigma / self.grad_norm_sq
 
-    @property
-    def noise_scale_from_batches(self) -> float:
-        """The same quantity estimated only from mini-batch variances (B·Var ≈ tr(Σ) for B ≪ N)."""
-        b = self.batch_sizes.astype(float)
-        trace = np.median(self.variance * b * self.n / (self.n - b))
-        return float(trace / self.grad_norm_sq)
 
 
 def measure_gradient_noise(model: SoftmaxRegression, X, y, batch_sizes, batches_per_size: int,
@@ -113,7 +144,7 @@ def measure_gradient_noise(model: SoftmaxRegression, X, y, batch_sizes, batches_
     per_example = model.per_example_gradients(X, y)           # (N, P)
     full = per_example.mean(axis=0)
     n = len(X)
-    trace_sigma = float(((per_example - full) ** 2).sum(axis=1).sum() / (n - 1))
+    exact = simple_noise_scale(model, X, y)
     variances, stderrs = [], []
     for b in batch_sizes:
         dev = np.empty(batches_per_size)
@@ -123,7 +154,7 @@ def measure_gradient_noise(model: SoftmaxRegression, X, y, batch_sizes, batches_
         variances.append(dev.mean())
         stderrs.append(dev.std(ddof=1) / math.sqrt(batches_per_size))
     return GradientNoise(np.asarray(batch_sizes), np.asarray(variances), np.asarray(stderrs),
-                         trace_sigma, float(full @ full), n)
+                         exact["trace_cov"], exact["grad_norm_sq"], n)
 
 
 def sgd_loss_curve(model: SoftmaxRegression, X, y, batch_size: int, learning_rate: float, epochs: int,
@@ -209,3 +240,19 @@ def two_batch_noise_scale(small_sq_norms, b_small: int, big_sq_norms, b_big: int
     g_sq = (b_big * big - b_small * small) / (b_big - b_small)
     trace = (small - big) / (1.0 / b_small - 1.0 / b_big)
     return TwoBatchNoiseScale(grad_norm_sq=g_sq, trace_sigma=trace, b_small=int(b_small), b_big=int(b_big))
+
+
+def minibatch_sq_norms(model: SoftmaxRegression, X, y, batch_size: int, batches: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """|g_B|^2 of `batches` mini-batch gradients of `batch_size` examples drawn with replacement, (batches,).
+
+    With replacement, as from a stream of fresh data: E|g_B|^2 = |G|^2 + tr(Σ)/B exactly
+    (up to the ÷N vs ÷(N−1) of tr(Σ)), which is what two_batch_noise_scale assumes.
+    Only mini-batch gradients are computed, never the full one.
+    """
+    out = np.empty(batches)
+    for i in range(batches):
+        idx = rng.integers(0, len(X), batch_size)
+        g = model.gradient(X[idx], y[idx])
+        out[i] = float(g @ g)
+    return out

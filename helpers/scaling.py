@@ -1,8 +1,9 @@
 """How far does a bigger global batch help? (lesson 05, sections 9-10)
 
 Softmax regression on flat digits, trained with plain mini-batch SGD written in
-NumPy: the same model as helpers.models.softmax_regression, but hundreds of runs
-take seconds, so the steps-to-target sweep runs live in the notebook.
+NumPy: the model of helpers.gradient_noise (its one home: softmax, gradient,
+noise scale), here in a layout that trains many learning rates at once, so
+hundreds of runs take seconds and the steps-to-target sweep runs live in the notebook.
 
 Shapes: x (N, 64) float, y (N,) int labels 0..9; weights W (65, 10) with the
 bias as the last row (inputs are augmented with a constant 1).
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+from .gradient_noise import SoftmaxRegression, output_error, simple_noise_scale, softmax  # noqa: F401 (softmax re-exported)
 
 NUM_CLASSES = 10
 RULES = ("fixed", "linear", "linear + warm-up", "sqrt")
@@ -23,17 +26,9 @@ def augment(x: np.ndarray) -> np.ndarray:
     return np.hstack([x, np.ones((len(x), 1))])
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def mean_gradient(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Gradient of the mean cross-entropy over (xa (B, 65), y (B,)) w.r.t. W (65, 10)."""
-    p = softmax(xa @ W)
-    p[np.arange(len(y)), y] -= 1.0
-    return xa.T @ p / len(y)
+    return xa.T @ output_error(xa @ W, y) / len(y)
 
 
 def accuracy(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> float:
@@ -41,20 +36,12 @@ def accuracy(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> float:
 
 
 def gradient_noise_scale(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> dict:
-    """McCandlish et al.'s simple noise scale B_simple = tr(Σ) / |G|² at weights W.
+    """B_simple = tr(Σ) / |G|² at weights W (65, 10): gradient_noise.simple_noise_scale, in this layout.
 
-    Per-example gradients g_i = x_i ⊗ (p_i - e_{y_i}) (shape (65, 10) each) are
-    formed implicitly: |g_i|² = |x_i|² · |p_i - e_{y_i}|². G is their mean and
-    tr(Σ) = mean |g_i|² - |G|² (the per-example gradient covariance's trace).
-    Returns {"b_simple", "trace_cov", "grad_norm_sq"}.
+    xa must carry the bias column of ones last (see `augment`). Returns
+    {"b_simple", "trace_cov", "grad_norm_sq"}, tr(Σ) with the unbiased ÷(N−1).
     """
-    p = softmax(xa @ W)
-    p[np.arange(len(y)), y] -= 1.0
-    per_example_sq = np.sum(xa ** 2, axis=1) * np.sum(p ** 2, axis=1)
-    G = xa.T @ p / len(y)
-    g2 = float(np.sum(G ** 2))
-    trace = float(np.mean(per_example_sq) - g2)
-    return {"b_simple": trace / g2, "trace_cov": trace, "grad_norm_sq": g2}
+    return simple_noise_scale(SoftmaxRegression.from_augmented(W), np.asarray(xa)[:, :-1], y)
 
 
 def full_batch_weights(xa: np.ndarray, y: np.ndarray, steps: int = 50, learning_rate: float = 0.5) -> np.ndarray:
@@ -86,7 +73,7 @@ def steps_to_target(xa: np.ndarray, y: np.ndarray, xa_test: np.ndarray, y_test: 
         for i in range(per_epoch):
             idx = order[i * batch:(i + 1) * batch]
             xb = xa[idx]
-            p = softmax_lr(xb @ W)
+            p = softmax(xb @ W)
             p[:, rows[:len(idx)], y[idx]] -= 1.0
             W -= lrs * (xb.T @ p) / len(idx)
             step += 1
@@ -97,13 +84,6 @@ def steps_to_target(xa: np.ndarray, y: np.ndarray, xa_test: np.ndarray, y_test: 
             if all(r is not None for r in reached) or step >= max_steps:
                 return reached
     return reached
-
-
-def softmax_lr(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis of (L, B, C) logits, with overflow guarded (diverged runs give NaN-free 0/1)."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def steps_to_target_sweep(xa, y, xa_test, y_test, *, batches: Sequence[int], learning_rates: Sequence[float],

@@ -21,6 +21,8 @@ def test_split_is_fixed_and_stratified(digits):
     assert np.array_equal(digits.x_test, again.x_test) and np.array_equal(digits.y_train, again.y_train)
     frac = np.bincount(digits.y_test) / (np.bincount(digits.y_test) + np.bincount(digits.y_train))
     assert np.all(np.abs(frac - 0.2) < 0.01)
+    # the sizes helpers/data.py and data/README.md state
+    assert (len(digits.y_train), len(digits.y_test)) == (1438, 359)
 
 
 def test_iid_batches_cover_every_index_once():

@@ -39,10 +39,24 @@ def test_noise_scale_matches_explicit_per_example_gradients():
     W = np.random.default_rng(2).normal(0, 0.1, (65, 10))
     per_example = np.stack([scaling.mean_gradient(W, xa[i:i + 1], y[i:i + 1]).ravel() for i in range(len(y))])
     G = per_example.mean(0)
-    trace = np.mean(np.sum((per_example - G) ** 2, axis=1))
+    trace = np.sum(np.sum((per_example - G) ** 2, axis=1)) / (len(y) - 1)   # unbiased, as lesson 01
     got = scaling.gradient_noise_scale(W, xa, y)
     assert got["trace_cov"] == pytest.approx(trace, rel=1e-9)
     assert got["b_simple"] == pytest.approx(trace / np.sum(G ** 2), rel=1e-9)
+
+
+def test_one_softmax_regression_for_both_lessons():
+    """scaling (augmented layout) and gradient_noise (W, b) are the same model: same gradient, same B_simple."""
+    from helpers.gradient_noise import SoftmaxRegression, measure_gradient_noise
+    x, y = _data(40)
+    xa = scaling.augment(x)
+    W = np.random.default_rng(3).normal(0, 0.1, (65, 10))
+    model = SoftmaxRegression.from_augmented(W)
+    g = model.gradient(x.astype(np.float64), y)
+    np.testing.assert_allclose(scaling.mean_gradient(W, xa, y)[:-1].ravel(), g[:640], rtol=1e-10)
+    np.testing.assert_allclose(scaling.mean_gradient(W, xa, y)[-1], g[640:], rtol=1e-10)
+    noise = measure_gradient_noise(model, x.astype(np.float64), y, [1, 2, 4], 50, np.random.default_rng(0))
+    assert scaling.gradient_noise_scale(W, xa, y)["b_simple"] == pytest.approx(noise.noise_scale, rel=1e-9)
 
 
 def test_fit_critical_batch_recovers_known_curve():
@@ -91,6 +105,13 @@ def test_ring_allreduce_and_step_time_model():
     t = dist.ring_allreduce_seconds(1e9, k, 1e9)
     assert t == pytest.approx([0.0, 1.0, 1.5])
     assert dist.step_time_model(2.0, 1e9, k, 1e9) == pytest.approx([2.0, 2.0, 2.0])
+    # weak scaling keeps the per-replica compute; full overlap hides the all-reduce behind it
+    assert dist.step_time_model(2.0, 1e9, k, 1e9, scaling="weak") == pytest.approx([2.0, 3.0, 3.5])
+    assert dist.step_time_model(2.0, 1e9, k, 1e9, scaling="weak", overlap=1.0) == pytest.approx([2.0, 2.0, 2.0])
+    assert dist.throughput_speedup(2.0, 1e9, k, 1e9, scaling="weak", overlap=1.0) == pytest.approx([1.0, 2.0, 4.0])
+    assert dist.throughput_speedup(2.0, 1e9, k, 1e9, scaling="strong") == pytest.approx([1.0, 1.0, 1.0])
+    with pytest.raises(ValueError):
+        dist.step_time_model(2.0, 1e9, k, 1e9, scaling="diagonal")
 
 
 def test_tf_config_names_a_loopback_cluster():
@@ -154,6 +175,25 @@ def test_clip_after_aggregation_caps_the_step():
     assert dist.update_norm(w0, out["weights"]) == pytest.approx(0.01, rel=1e-4)
 
 
+def test_a_schedule_in_steps_counts_optimizer_steps():
+    x, y = _data(32)
+    w0 = dist.initial_weights("mlp", seed=0, hidden=8)
+    out = dist.fit_weights(replicas=1, weights=w0, x=x, y=y, sizes=[8] * 4, learning_rate=0.4, hidden=8,
+                           decay_steps=2, epochs=2)
+    assert out["iterations"] == 8 and out["learning_rate"] == pytest.approx(0.4 * 0.5 ** 4, rel=1e-6)
+
+
+def test_two_replica_custom_loop_is_the_one_device_step():
+    """The hand-written distributed step (loss / global batch, SUM) on 2 logical CPUs equals fit on 1 device."""
+    x, y = _data(32)
+    w0 = dist.initial_weights("mlp", seed=0, hidden=8)
+    job = dict(weights=w0, x=x, y=y, sizes=[16, 16], learning_rate=0.1, hidden=8)
+    two = dist.run_in_child(dist.custom_loop_weights, logical_devices=2, replicas=2, **job)
+    one = dist.fit_weights(replicas=1, **job)
+    assert dist.max_abs_diff(two["weights"], one["weights"]) < 1e-6
+    assert dist.max_abs_diff(two["weights"], w0) > 1e-3
+
+
 def test_strategy_for_one_replica_is_the_default_strategy():
     import tensorflow as tf
     assert dist.strategy_for(1) is tf.distribute.get_strategy()
@@ -181,3 +221,29 @@ def test_sweep_keeps_the_fastest_rate_that_always_reaches_the_target():
     for r in rows:
         assert r["steps_by_lr"][1e-6] is None          # a rate that never gets there is not picked
         assert r["best_lr"] == 2.0 and r["steps"] == r["steps_by_lr"][2.0]
+
+
+def test_replica_devices_fall_back_to_cpu_and_refuse_too_many():
+    import tensorflow as tf
+    names = dist.replica_devices(1)
+    kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    assert len(names) == 1 and kind in names[0].upper()
+    with pytest.raises(RuntimeError, match="replicas need"):
+        dist.replica_devices(10_000)
+
+
+def _has_gpu():
+    import tensorflow as tf
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+@pytest.mark.skipif(not _has_gpu(), reason="no GPU on this machine: the GPU path of strategy_for is not exercised")
+def test_strategy_for_uses_gpus_split_from_one_when_present():
+    """With a GPU, 2 replicas run on 2 (logical) GPUs and still take the one-device step."""
+    devices = dist.run_in_child(dist.strategy_devices, logical_devices=2, replicas=2)
+    assert len(devices) == 2 and all("GPU" in d.upper() for d in devices)
+    x, y = _data(32)
+    w0 = dist.initial_weights("mlp", seed=0, hidden=8)
+    job = dict(weights=w0, x=x, y=y, sizes=[16, 16], learning_rate=0.1, hidden=8)
+    two = dist.run_in_child(dist.custom_loop_weights, logical_devices=2, replicas=2, **job)
+    assert dist.max_abs_diff(two["weights"], dist.fit_weights(replicas=1, **job)["weights"]) < 1e-5

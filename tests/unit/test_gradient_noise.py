@@ -58,3 +58,26 @@ def test_two_batch_noise_scale_recovers_a_known_gradient_and_noise():
     assert est.b_simple == pytest.approx(true_trace / true_g, rel=0.15)
     with pytest.raises(ValueError):
         two_batch_noise_scale([1.0], 8, [1.0], 8)
+
+
+def test_simple_noise_scale_is_the_explicit_covariance_trace_over_g_squared(problem):
+    from helpers.gradient_noise import simple_noise_scale
+    model, X, y = problem
+    per_example = model.per_example_gradients(X, y)
+    G = per_example.mean(0)
+    trace = np.sum((per_example - G) ** 2) / (len(X) - 1)
+    got = simple_noise_scale(model, X, y)
+    assert got["trace_cov"] == pytest.approx(trace, rel=1e-10)
+    assert got["b_simple"] == pytest.approx(trace / (G @ G), rel=1e-10)
+    np.testing.assert_allclose(model.per_example_sq_norms(X, y), np.sum(per_example ** 2, axis=1), rtol=1e-10)
+
+
+def test_two_batch_estimate_from_minibatch_gradients_of_the_softmax_model(problem):
+    """Only mini-batch gradients, no G: the estimate lands near the exact B_simple, and misses a wrong one."""
+    from helpers.gradient_noise import minibatch_sq_norms, simple_noise_scale, two_batch_noise_scale
+    model, X, y = problem
+    rng = np.random.default_rng(5)
+    exact = simple_noise_scale(model, X, y)["b_simple"]
+    est = two_batch_noise_scale(minibatch_sq_norms(model, X, y, 2, 4000, rng), 2,
+                                minibatch_sq_norms(model, X, y, 64, 4000, rng), 64)
+    assert est.b_simple == pytest.approx(exact, rel=0.2)
