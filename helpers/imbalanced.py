@@ -244,6 +244,39 @@ def recall_at_precision(y_true: np.ndarray, score: np.ndarray, precision: float 
     return float(rec[ok].max()) if ok.any() else 0.0
 
 
+def precision_recall_curve(y_true: np.ndarray, score: np.ndarray) -> dict:
+    """The precision-recall curve with its thresholds: predicting "anomalous" where
+    score > thresholds[k] gives precision[k], recall[k] (thresholds lie halfway
+    between distinct scores, so `>` and `≥` agree). Empty arrays if no positive."""
+    curve = _precision_recall_curve(y_true, score)
+    if curve is None:
+        return {"precision": np.zeros(0), "recall": np.zeros(0), "thresholds": np.zeros(0)}
+    s = np.sort(np.unique(np.asarray(score, np.float64).ravel()))[::-1]   # distinct scores, high → low
+    lower = np.r_[s[1:], s[-1] - 1.0]
+    return {"precision": curve[0], "recall": curve[1], "thresholds": (s + lower) / 2}
+
+
+def best_f1_threshold(y_true: np.ndarray, score: np.ndarray) -> dict:
+    """The threshold with the highest F1 = 2PR/(P+R) on (y_true, score), e.g. validation
+    data. Returns threshold, f1, precision, recall (threshold 0.5 and zeros if no positive)."""
+    c = precision_recall_curve(y_true, score)
+    if not len(c["thresholds"]):
+        return {"threshold": 0.5, "f1": 0.0, "precision": 0.0, "recall": 0.0}
+    p, r = c["precision"], c["recall"]
+    f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1.0), 0.0)
+    k = int(np.argmax(f1))
+    return {"threshold": float(c["thresholds"][k]), "f1": float(f1[k]), "precision": float(p[k]),
+            "recall": float(r[k])}
+
+
+def f1_at(y_true: np.ndarray, score: np.ndarray, threshold: float) -> float:
+    """Step-level F1 of predicting "anomalous" where score > threshold."""
+    y = np.asarray(y_true).ravel() > 0.5
+    fired = np.asarray(score).ravel() > threshold
+    tp = int((fired & y).sum())
+    return 0.0 if tp == 0 else float(2 * tp / (fired.sum() + y.sum()))
+
+
 def _per_step(a: np.ndarray) -> np.ndarray:
     """(N, T) or (N, T, 1) -> (N, T)."""
     a = np.asarray(a)
@@ -283,6 +316,14 @@ def false_alarms_per_series(y_true: np.ndarray, score: np.ndarray, *, threshold:
     y, s = _per_step(y_true), _per_step(score)
     near = _widen(y > 0.5, tolerance)
     return float(((s > threshold) & ~near).sum() / y.shape[0])
+
+
+def false_alarms_per_1000_steps(y_true: np.ndarray, score: np.ndarray, *, threshold: float = 0.5,
+                                tolerance: int = 2) -> float:
+    """Steps where the model fires (> threshold) farther than `tolerance` steps from any
+    labelled step, per 1,000 steps scored (the rate an operator would see)."""
+    y = _per_step(y_true)
+    return 1000.0 * false_alarms_per_series(y_true, score, threshold=threshold, tolerance=tolerance) / y.shape[1]
 
 
 def detection_report(y_true: np.ndarray, score: np.ndarray, *, precision: float = 0.5,

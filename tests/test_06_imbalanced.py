@@ -1,6 +1,10 @@
-"""Lesson 06 (imbalanced per-timestep labels): recorded findings on seeds 0-2, and bad parameters."""
-import math
+"""Lesson 06 (imbalanced per-timestep labels): recorded findings on seeds 0-2, and bad parameters.
 
+Every assertion compares a measurement of the run with an expectation that the run did not
+compute from the same thing. Seeds 1 and 2 recompute other committed rows than seed 0 (the
+notebook picks the spike-map row seed % 10 and the remedies row by seed), so these tests
+re-verify three rows of each committed table. Times are findings only (`make bench` judges them).
+"""
 import pytest
 from notebook_runs import SEEDS
 
@@ -19,12 +23,22 @@ def test_imbalance_and_weighting(findings, seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_threshold_from_validation_transfers_to_test(findings, seed):
+    f = findings(STEM, seed)
+    # chosen on validation series, judged on test series: within 0.1 F1 of the hindsight optimum
+    assert f["test_f1_at_validation_threshold"] >= f["test_f1_hindsight_best"] - 0.1
+    assert f["event_recall_at_threshold"] > f["event_recall_plain_bce"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_keras_traps(findings, seed):
     f = findings(STEM, seed)
     assert f["class_weight_3d_raises"] is True
     assert f["class_weight_2d_weights_wrong"] is True
     assert f["keras_log_is_running_mean_max_gap"] > 0.05
     assert f["running_mean_recovery_max_rel_error"] < 1e-3
+    # the page's loss arithmetic against Keras's own reduction
+    assert f["keras_reduction_vs_arithmetic_max_rel_error"] < 1e-3
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -34,27 +48,21 @@ def test_spike_measurement(findings, seed):
     assert f["fixed_confident_model_batch_loss_spread"] >= 3
     assert f["fixed_confident_model_batch_loss_spread"] > f["fixed_model_batch_loss_spread"]
     assert f["loss_share_of_anomalous_steps"] > 0.2
-    assert f["normals_outweighed_by_one_miss_asker"] > 1e5
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_spike_map_cell_reproduces_committed_csv(findings, seed):
+def test_committed_rows_recomputed(findings, seed):
     f = findings(STEM, seed)
-    # the notebook re-ran one cell of the map (seed % 10) and compared it with data/spike_map.csv
-    assert f["spike_map_live_ratio_diff"] < 0.05
-    assert 0 <= f["spike_fraction_of_seeds_high_lr"] <= 1
-    assert f["spike_fraction_of_seeds_high_lr"] >= f["spike_fraction_of_seeds_asker_lr"] + 0.3
+    # the notebook retrained one spike-map row and one remedies row of its seed and compared them
+    assert f["spike_map_row_recomputed_matches"] is True
+    assert f["remedy_row_recomputed_matches"] is True
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_remedies_recorded(findings, seed):
     f = findings(STEM, seed)
-    for name in ("pr_auc_clipped", "pr_auc_focal", "pr_auc_prior_bias", "pr_auc_normalised_weights",
-                 "event_recall_best"):
-        assert 0 <= f[name] <= 1 and math.isfinite(f[name])
-    assert isinstance(f["best_remedy"], str) and f["best_remedy"] != "weighted"
-    assert f["best_remedy_spike_fraction"] < f["remedy_baseline_spike_fraction"]
-    assert f["widget_mechanism_median_s"] <= 0.3 and f["widget_runs_median_s"] <= 0.3
+    # live runs of this seed: weighting (any remedy that keeps it) learns, plain BCE does not
+    assert f["pr_auc_remedy_baseline"] > f["pr_auc_plain_bce"] + 0.3
 
 
 @pytest.mark.parametrize("bad", [
@@ -74,3 +82,11 @@ def test_anomalies_must_be_fewer_than_timesteps(tmp_path):
     from notebook_runs import run_rejected
     result, _ = run_rejected(STEM, {"anomalies_per_series": 64, "timesteps": 64}, tmp_path)
     assert "anomalies_per_series" in result.error and "64" in result.error
+
+
+def test_expensive_combination_refused_naming_its_parameters(tmp_path):
+    from notebook_runs import run_rejected
+    result, _ = run_rejected(STEM, {"n_series": 20000, "timesteps": 8192, "epochs": 100}, tmp_path)
+    for name in ("n_series", "timesteps", "epochs"):
+        assert name in result.error, result.error
+    assert "expected at most" in result.error and "series-steps" in result.error, result.error

@@ -112,3 +112,33 @@ def test_train_test_split_is_by_series():
     d = imb.make_series(100, 64, seed=0)
     tr, te = imb.train_test_split(d, 0.25, seed=0)
     assert tr.n_series + te.n_series == 100 and te.n_series == 25
+
+
+def test_precision_recall_curve_thresholds_select_the_ranked_groups():
+    y = np.zeros((2, 10)); y[0, 1] = y[1, 4] = 1
+    s = np.zeros_like(y); s[0, 1] = 0.9; s[1, 7] = 0.8; s[1, 4] = 0.6
+    c = imb.precision_recall_curve(y, s)
+    # groups by score: {0.9: hit}, {0.8: false alarm}, {0.6: hit}, {0: 17 negatives}
+    assert c["precision"][:3] == pytest.approx([1.0, 0.5, 2 / 3])
+    assert c["recall"][:3] == pytest.approx([0.5, 0.5, 1.0])
+    for t, p in zip(c["thresholds"], c["precision"]):
+        fired = s > t
+        assert (fired & (y > 0)).sum() / fired.sum() == pytest.approx(p)
+    assert imb.precision_recall_curve(np.zeros((2, 3)), np.ones((2, 3)))["thresholds"].size == 0
+
+
+def test_best_f1_threshold_and_f1_at():
+    y = np.zeros((2, 10)); y[0, 1] = y[1, 4] = 1
+    s = np.zeros_like(y); s[0, 1] = 0.9; s[1, 7] = 0.8; s[1, 4] = 0.6
+    best = imb.best_f1_threshold(y, s)
+    # F1 at the three cuts: 2/3, 1/2, 0.8 → the third (both hits, one false alarm)
+    assert best["f1"] == pytest.approx(0.8) and 0.0 < best["threshold"] < 0.6
+    assert imb.f1_at(y, s, best["threshold"]) == pytest.approx(0.8)
+    assert imb.f1_at(y, s, 0.95) == 0.0
+
+
+def test_false_alarms_per_1000_steps():
+    y = np.zeros((4, 250)); y[0, 100] = 1
+    s = np.zeros_like(y); s[0, 101] = 0.9; s[2, 10] = 0.9; s[3, 200] = 0.9   # one near the label, two far
+    assert imb.false_alarms_per_1000_steps(y, s, threshold=0.5, tolerance=2) == pytest.approx(2.0)
+    assert imb.false_alarms_per_1000_steps(y, s, threshold=0.5, tolerance=0) == pytest.approx(3.0)

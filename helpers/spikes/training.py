@@ -1,0 +1,267 @@
+"""One seeded training run of the LSTM tagger with one remedy (lesson 06).
+
+    REMEDIES            the remedy names train_run understands
+    make_split(...)     train / monitor / test series from one generator seed
+    TaggerTrainer       one XLA-compiled weighted training step shared by every run
+    train_run(...)      one run → RunResult (per-step losses, gradient norms, monitored loss, flags, metrics)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import imbalanced as imb
+from .flags import flag_spikes, jumps_above_median, running_median_ratio
+
+
+REMEDIES = ("plain_bce", "weighted", "clip", "lower_lr", "prior_bias", "focal",
+            "normalised_weights", "windows")
+
+
+@dataclass
+class RunResult:
+    """One training run. Per-step arrays: batch_loss (exact), grad_norm (before clipping);
+    monitored: monitor_steps, monitor_loss; spikes: the flags on monitor_loss."""
+    remedy: str
+    seed: int
+    learning_rate: float
+    positive_weight: float
+    clipnorm: float | None
+    seconds: float
+    batch_loss: np.ndarray
+    grad_norm: np.ndarray
+    batch_positives: np.ndarray
+    monitor_steps: np.ndarray
+    monitor_loss: np.ndarray
+    spikes: np.ndarray
+    max_monitored_ratio: float
+    max_monitored_jump: float
+    max_batch_ratio: float
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def spiked(self) -> bool:
+        return bool(self.spikes.any())
+
+    def summary(self) -> dict:
+        return {"remedy": self.remedy, "seed": self.seed, "learning_rate": self.learning_rate,
+                "positive_weight": self.positive_weight, "clipnorm": self.clipnorm,
+                "spiked": self.spiked, "n_spikes": int(self.spikes.sum()),
+                "max_monitored_ratio": self.max_monitored_ratio,
+                "max_monitored_jump": self.max_monitored_jump,
+                "max_batch_ratio": self.max_batch_ratio, "seconds": self.seconds, **self.metrics}
+
+
+@dataclass
+class DataSplit:
+    """train / monitor / test Series drawn from one generator seed."""
+    train: imb.Series
+    monitor: imb.Series
+    test: imb.Series
+
+
+def make_split(n_series: int, timesteps: int, *, frac_series_with_anomaly: float = 0.2,
+               anomalies_per_series: int = 2, label_jitter: float = 0.0, seed: int = 0,
+               amplitude: float = 2.0, monitor_series: int = 32, test_fraction: float = 0.25) -> DataSplit:
+    """Series from make_series(seed), split by series into train / test, and a
+    fixed monitoring set of `monitor_series` extra series (same generator,
+    seed + 10_000) that always holds anomalous series in the data's proportion."""
+    data = imb.make_series(n_series, timesteps, frac_series_with_anomaly=frac_series_with_anomaly,
+                           anomalies_per_series=anomalies_per_series, label_jitter=label_jitter,
+                           amplitude=amplitude, seed=seed)
+    train, test = imb.train_test_split(data, test_fraction, seed=seed)
+    monitor = imb.make_series(monitor_series, timesteps, frac_series_with_anomaly=frac_series_with_anomaly,
+                              anomalies_per_series=anomalies_per_series, label_jitter=label_jitter,
+                              amplitude=amplitude, seed=seed + 10_000)
+    return DataSplit(train, monitor, test)
+
+
+class TaggerTrainer:
+    """A reusable training loop for the LSTM tagger: one XLA-compiled step shared
+    by every run with the same units (compiling costs seconds on a CPU; a
+    run costs a fraction of that per epoch), so a sweep over seeds, learning
+    rates, weights and remedies pays for compilation once per sequence length.
+
+    The step computes the loss itself — per step l = α_t (1−p_t)^γ · BCE(y, p),
+    weighted by w (N, T), reduced as Σ(w·l)/(N·T) (Keras's default) or
+    Σ(w·l)/Σw — so per-batch losses and gradient norms (before clipping) are
+    exact, not Keras's running mean. Adam, optional clipping by global norm.
+    """
+
+    NO_CLIP = 1e9
+
+    def __init__(self, units: int = 16):
+        import keras
+        import tensorflow as tf
+        self.units = units
+        self.model = imb.lstm_tagger(units, 2, seed=0)
+        self.optimizer = keras.optimizers.Adam(1e-3)
+        self.optimizer.build(self.model.trainable_variables)
+        model, opt = self.model, self.optimizer
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def step(x, y, w, alpha_pos, alpha_neg, gamma, normalise, clip):
+            with tf.GradientTape() as tape:
+                p = tf.clip_by_value(model(x, training=True)[..., 0], 1e-7, 1 - 1e-7)
+                bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+                p_t = y * p + (1 - y) * (1 - p)
+                alpha_t = y * alpha_pos + (1 - y) * alpha_neg
+                wl = w * alpha_t * tf.pow(1 - p_t, gamma) * bce
+                denom = normalise * tf.reduce_sum(w) + (1 - normalise) * tf.cast(tf.size(wl), tf.float32)
+                loss = tf.reduce_sum(wl) / denom
+            grads = tape.gradient(loss, model.trainable_variables)
+            norm = tf.linalg.global_norm(grads)
+            grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=norm)
+            opt.apply(grads, model.trainable_variables)
+            return loss, norm
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def monitored(x, y, w):
+            p = tf.clip_by_value(model(x, training=False)[..., 0], 1e-7, 1 - 1e-7)
+            bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+            return tf.reduce_mean(w * bce)
+
+        @tf.function(reduce_retracing=True)  # no XLA: every input size would compile anew
+        def predict(x):
+            return model(x, training=False)[..., 0]
+
+        self._step, self._monitored, self._predict = step, monitored, predict
+
+    def reset(self, seed: int, learning_rate: float, output_bias: float | None = None) -> None:
+        """Fresh seeded weights (as lstm_tagger(seed=seed) would draw them), zeroed Adam state."""
+        import keras
+        keras.utils.set_random_seed(seed)
+        fresh = imb.lstm_tagger(self.units, 2, output_bias=output_bias, seed=seed)
+        self.model.set_weights(fresh.get_weights())
+        for v in self.optimizer.variables:
+            v.assign(np.zeros(v.shape, v.dtype))
+        self.optimizer.learning_rate = learning_rate
+
+    def steps(self, batches, *, clipnorm: float | None = None) -> np.ndarray:
+        """Run the compiled weighted step (Keras's mean reduction, no focal terms) on each
+        (x (B, T, 1), y (B, T), w (B, T)) of `batches`; returns the per-step losses. Used to
+        check that this loop computes what the lesson's own train_step computes."""
+        import tensorflow as tf
+        consts = [tf.constant(v, tf.float32) for v in (1.0, 1.0, 0.0, 0.0, clipnorm if clipnorm else self.NO_CLIP)]
+        return np.array([float(self._step(x, y, w, *consts)[0]) for x, y, w in batches])
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Probabilities (N, T) for x (N, T, 1)."""
+        return np.concatenate([np.asarray(self._predict(x[i:i + batch_size]))
+                               for i in range(0, len(x), batch_size)])
+
+    def fit(self, x, y, w, *, epochs: int, batch_size: int, seed: int, monitor: tuple,
+            monitor_every: int = 2, alpha=(1.0, 1.0), gamma: float = 0.0, normalise: bool = False,
+            clipnorm: float | None = None, progress: bool = False, desc: str = "training") -> dict:
+        """Shuffled mini-batches (the last partial batch dropped, so every step has
+        the same shape), `epochs` passes. monitor = (x_m, y_m, w_m): the fixed
+        set scored every `monitor_every` steps. Returns per-step batch_loss and
+        grad_norm, and monitor_steps / monitor_loss."""
+        import tensorflow as tf
+        from tqdm.auto import tqdm
+        rng = np.random.default_rng(seed)
+        xm, ym, wm = (tf.constant(a, tf.float32) for a in monitor)
+        consts = [tf.constant(v, tf.float32) for v in (alpha[0], alpha[1], gamma, float(normalise),
+                                                       clipnorm if clipnorm else self.NO_CLIP)]
+        losses, norms, positives = [], [], []
+        mon_steps, mon_loss = [0], [float(self._monitored(xm, ym, wm))]
+        n_batches = len(x) // batch_size
+        step = 0
+        for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=True):
+            order = rng.permutation(len(x))
+            for b in range(n_batches):
+                idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
+                loss, norm = self._step(x[idx], y[idx], w[idx], *consts)
+                losses.append(float(loss))
+                norms.append(float(norm))
+                positives.append(int(y[idx].sum()))
+                step += 1
+                if step % monitor_every == 0:
+                    mon_steps.append(step)
+                    mon_loss.append(float(self._monitored(xm, ym, wm)))
+        return {"batch_loss": np.array(losses), "grad_norm": np.array(norms),
+                "batch_positives": np.array(positives),
+                "monitor_steps": np.array(mon_steps), "monitor_loss": np.array(mon_loss)}
+
+
+_TRAINERS: dict[int, TaggerTrainer] = {}
+
+
+def trainer_for(units: int) -> TaggerTrainer:
+    """The process-wide TaggerTrainer for `units` (compiled once per input shape)."""
+    if units not in _TRAINERS:
+        _TRAINERS[units] = TaggerTrainer(units)
+    return _TRAINERS[units]
+
+
+def train_run(split: DataSplit, *, remedy: str = "weighted", learning_rate: float = 1e-2,
+              positive_weight: float = 500.0, epochs: int = 10, batch_size: int = 32,
+              clipnorm: float | None = None, units: int = 16, seed: int = 0,
+              lower_lr_factor: float = 0.3, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+              window: int = 64, window_weight: float = 10.0, monitor_every: int = 2,
+              spike_ratio: float = 3.0, spike_min_jump: float = 0.02, progress: bool = False,
+              desc: str | None = None) -> tuple[RunResult, object]:
+    """Train one seeded LSTM tagger with one remedy; return (RunResult, model).
+
+    remedy: plain_bce (no weights) | weighted (w on anomalous steps, mean
+    reduction as Keras) | clip (weighted + clipping by global norm `clipnorm`)
+    | lower_lr (weighted, lr × lower_lr_factor) | prior_bias (weighted, output
+    bias log(π/(1−π))) | focal (α-balanced focal loss, α really applied, no
+    extra weights) | normalised_weights (Σ(w·l)/Σw per batch) | windows
+    (windows of `window` steps around the anomalies plus random ones, weight
+    `window_weight`).
+    The monitored loss is the same quantity for every remedy — weighted BCE
+    mean(w·l) with w = positive_weight on the fixed monitoring set — so jumps
+    are compared on one scale. Metrics are computed on split.test.
+    The returned model is shared by later runs of the same `units`: use it
+    (or the RunResult's metrics) before the next run.
+    """
+    if remedy not in REMEDIES:
+        raise ValueError(f"remedy must be one of {REMEDIES}, got {remedy!r}")
+    tr = split.train
+    lr = learning_rate * (lower_lr_factor if remedy == "lower_lr" else 1.0)
+    trainer = trainer_for(units)
+    trainer.reset(seed, lr, imb.prior_bias(tr.y) if remedy == "prior_bias" else None)
+    x, y = tr.x, tr.y
+    kwargs: dict = {}
+    w = imb.timestep_weights(y, positive_weight)
+    if remedy == "plain_bce":
+        w = np.ones_like(w)
+    elif remedy == "clip":
+        kwargs["clipnorm"] = clipnorm
+    elif remedy == "focal":
+        w = np.ones_like(w)
+        kwargs.update(alpha=(focal_alpha, 1 - focal_alpha), gamma=focal_gamma)
+    elif remedy == "normalised_weights":
+        kwargs["normalise"] = True
+    elif remedy == "windows":
+        win = imb.anomaly_windows(tr, min(window, tr.timesteps), seed=seed)
+        x, y = win.x, win.y
+        w = imb.timestep_weights(y, window_weight)
+    mon = split.monitor
+    monitor = (mon.x, mon.y, imb.timestep_weights(mon.y, positive_weight))
+    if remedy == "windows":  # same number of optimizer steps as the full-series runs
+        epochs = max(1, int(round(epochs * (len(tr.x) // batch_size) / max(len(x) // batch_size, 1))))
+    start = time.perf_counter()
+    log = trainer.fit(x, y, w, epochs=epochs, batch_size=batch_size, seed=seed, monitor=monitor,
+                      monitor_every=monitor_every, progress=progress,
+                      desc=desc or f"{remedy} seed {seed}", **kwargs)
+    seconds = time.perf_counter() - start
+    p_test = trainer.predict(split.test.x)
+    metrics = imb.detection_report(split.test.y, p_test)
+    ml = log["monitor_loss"]
+    ratios = running_median_ratio(ml)
+    flags = flag_spikes(ml, ratio=spike_ratio, min_jump=spike_min_jump)
+    jumps = jumps_above_median(ml)
+    bl = log["batch_loss"]
+    res = RunResult(remedy=remedy, seed=seed, learning_rate=lr, positive_weight=positive_weight,
+                    clipnorm=clipnorm if remedy == "clip" else None, seconds=seconds,
+                    batch_loss=bl, grad_norm=log["grad_norm"], batch_positives=log["batch_positives"],
+                    monitor_steps=log["monitor_steps"], monitor_loss=ml, spikes=flags,
+                    max_monitored_ratio=float(np.nanmax(ratios)) if np.isfinite(ratios).any() else 1.0,
+                    max_monitored_jump=float(np.max(jumps)) if len(jumps) else 0.0,
+                    max_batch_ratio=float(np.nanmax(running_median_ratio(bl))) if len(bl) > 3 else 1.0,
+                    metrics=metrics)
+    return res, trainer.model
