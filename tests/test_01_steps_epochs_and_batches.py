@@ -33,8 +33,8 @@ def test_recorded_relations(findings, seed):
     steps = {b: (None if s == "None" else int(s)) for b, s in _per_batch(f["steps_to_target_loss_at_tuned_rates"]).items()}
     assert steps[4] >= 2 * steps[16] and steps[256] >= 0.5 * steps[64]
     assert steps[1438] is None
-    # timings are findings only (make bench judges them): present and positive, nothing compared
-    assert f["seconds_per_epoch_batch_1"] > 0 and f["widget_batch_choice_median_s"] > 0
+    # timings are findings only (make bench judges them): recorded, nothing compared
+    assert {"seconds_per_epoch_batch_1", "widget_batch_choice_median_s"}.issubset(f)
 
 
 @pytest.mark.parametrize("params", [
