@@ -28,7 +28,7 @@ data: $(STAMP)
 	$(PY) -m helpers.spikes.regenerate
 
 test: $(STAMP)
-	WORKBOOK_BUILD_DIR=$(CURDIR)/$(TEST_BUILD) $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks tests
+	WORKBOOK_BUILD_DIR=$(CURDIR)/$(TEST_BUILD) $(PY) -m pytest --durations=25 --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks tests
 
 # The kernelspec "python3" inside JupyterLab is this .venv's interpreter, whatever the user has installed.
 lab: $(STAMP)

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from notebook_runs import run_findings, run_rejected
+from notebook_runs import run_findings, run_rejected, start_prefetch, stop_prefetch
+
+
+def pytest_collection_finish(session):
+    """Start the other seeds' notebook runs in the background while nbval runs (see notebook_runs)."""
+    if not session.config.getoption("collectonly"):
+        start_prefetch(session.items)
+
+
+def pytest_sessionfinish(session):
+    stop_prefetch()
 
 
 @pytest.fixture(scope="session")

@@ -32,36 +32,28 @@ REMEDY_COLUMNS = ["remedy", "clipnorm", "seed", "learning_rate", "positive_weigh
 COMPARED = ("max_monitored_ratio", "max_monitored_jump", "pr_auc", "event_recall")
 
 
-def read_spike_map(path: str | Path) -> list[dict]:
-    """Rows of a spike-map CSV (numbers parsed; positive_weight kept as written)."""
+def read_csv_rows(path: str | Path, keep_text: tuple[str, ...] = ()) -> list[dict]:
+    """CSV rows with numbers parsed where they parse (ints as int; empty stays ''); the columns
+    named in `keep_text` are kept as written."""
     out = []
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             rec = {}
             for k, v in row.items():
-                if k == "positive_weight":
+                if k in keep_text:
                     rec[k] = v
-                elif k in ("seed", "spiked", "n_spikes"):
-                    rec[k] = int(v)
-                else:
-                    rec[k] = float(v)
-            out.append(rec)
-    return out
-
-
-def read_csv_rows(path: str | Path) -> list[dict]:
-    """CSV rows with numbers parsed where they parse (empty stays '')."""
-    out = []
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            rec = {}
-            for k, v in row.items():
+                    continue
                 try:
                     rec[k] = int(v) if v.lstrip("-").isdigit() else float(v)
                 except ValueError:
                     rec[k] = v
             out.append(rec)
     return out
+
+
+def read_spike_map(path: str | Path) -> list[dict]:
+    """Rows of a spike-map CSV: numbers parsed; positive_weight ("neg/pos" or a number) kept as written."""
+    return read_csv_rows(path, keep_text=("positive_weight",))
 
 
 def start_table(path: str | Path, columns: list[str]) -> None:

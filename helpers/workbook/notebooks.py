@@ -202,7 +202,8 @@ def _first_line(text: str) -> str:
 
 
 def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | None = None,
-            build_dir: Path | None = None, timeout: int = 900, log_output: bool = False) -> Execution:
+            build_dir: Path | None = None, timeout: int = 900, log_output: bool = False,
+            cwd: Path | None = None) -> Execution:
     """Execute `notebook` into `output` with papermill; never raises for a failed run.
 
     Whatever stops the run is reported in the Execution (ok False, error, error_name):
@@ -211,6 +212,7 @@ def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | 
     (KeyboardInterrupt) and SystemExit propagate.
     build_dir: where the kernel's findings go (sets WORKBOOK_BUILD_DIR for the run).
     timeout: seconds any one cell may run before the run is stopped as failed.
+    cwd: the kernel's working directory (default: the notebook's folder).
     """
     import nbformat
     import papermill as pm
@@ -225,7 +227,7 @@ def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | 
     with environ(**env), venv_kernel() as kernel_name:
         try:
             pm.execute_notebook(str(notebook), str(output), parameters=parameters or {},
-                                cwd=str(notebook.parent), progress_bar=False, log_output=log_output,
+                                cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output,
                                 execution_timeout=timeout, kernel_name=kernel_name)
         except pm.PapermillExecutionError as exc:
             ok, err, ename = False, f"{exc.ename}: {exc.evalue}", exc.ename
