@@ -4,6 +4,7 @@ full-batch, mini-batch and single-example training, and activation memory.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,3 +125,73 @@ def show_batch_choice(grid: dict, n_examples: int, batch_size: int, learning_rat
     ax.legend(title="grey: other batch sizes, same lr")
     plt.show()
     return {"steps_per_epoch": steps, "final_loss": float(final)}
+
+
+def steps_to_loss(run: RegimeRun, target: float) -> int | None:
+    """Optimizer steps of the first logged point with loss ≤ target (None if the run never gets there)."""
+    hit = np.flatnonzero(np.asarray(run.loss) <= target)
+    return int(run.steps[hit[0]]) if hit.size else None
+
+
+def seconds_to_loss(run: RegimeRun, target: float) -> float | None:
+    """Training seconds of the first logged point with loss ≤ target (None if never reached)."""
+    hit = np.flatnonzero(np.asarray(run.loss) <= target)
+    return float(run.seconds[hit[0]]) if hit.size else None
+
+
+def compiled_sgd_run(model, start_weights, sgd_steps, training_loss, n_examples: int, *, batch_size: int,
+                     learning_rate: float, epochs: int, seed: int = 0, evals_per_epoch: int = 1,
+                     stop_if_diverged: bool = False) -> RegimeRun:
+    """Train `model` from `start_weights` at `learning_rate` for `epochs` passes, with the lesson's
+    compiled loop: `sgd_steps(order, batch_size)` runs one SGD step per `batch_size` examples of the
+    int32 index tensor `order`; `training_loss()` returns the loss on the whole training set.
+
+    Every epoch draws a fresh permutation from `seed` (the same orders for every rate and batch size)
+    and is cut into `evals_per_epoch` chunks of whole batches, the loss logged after each. seconds
+    count the sgd_steps calls only. With stop_if_diverged, a run whose loss rises above its starting
+    loss (or is not finite) stops there: its last logged loss is what it reached.
+    """
+    import tensorflow as tf
+    model.set_weights(start_weights)
+    model.optimizer.learning_rate = learning_rate
+    rng = np.random.default_rng(seed)
+    spe = steps_per_epoch(n_examples, batch_size)
+    chunk = math.ceil(spe / max(1, min(evals_per_epoch, spe)))
+    b = tf.constant(batch_size, tf.int32)
+    steps, seconds, loss = [0], [0.0], [float(training_loss())]
+    for _ in range(epochs):
+        order = rng.permutation(n_examples).astype(np.int32)
+        for first in range(0, spe, chunk):
+            part = tf.constant(order[first * batch_size:(first + chunk) * batch_size])
+            t0 = time.perf_counter()
+            sgd_steps(part, b)
+            seconds.append(seconds[-1] + time.perf_counter() - t0)
+            steps.append(steps[-1] + min(chunk, spe - first))
+            loss.append(float(training_loss()))
+        if stop_if_diverged and not (np.isfinite(loss[-1]) and loss[-1] <= loss[0]):
+            break
+    steps = np.asarray(steps)
+    return RegimeRun(batch_size, float(learning_rate), steps / spe, steps, np.asarray(seconds), np.asarray(loss))
+
+
+def learning_rate_grid(train, batch_sizes, rates, desc: str = "learning-rate grid") -> dict:
+    """train(batch_size, rate) -> RegimeRun for every pair, under one tqdm bar: {(B, rate): run}."""
+    from tqdm.auto import tqdm
+    pairs = [(b, r) for b in batch_sizes for r in rates]
+    runs = {}
+    with tqdm(total=len(pairs), desc=desc, unit="run") as bar:
+        for b, r in pairs:
+            bar.set_postfix(B=b, lr=r, refresh=False)
+            runs[(b, r)] = train(b, r)
+            bar.update(1)
+    return runs
+
+
+def best_rates(runs: dict) -> dict:
+    """{B: the rate whose run ends at the lowest finite training loss}, from learning_rate_grid's output."""
+    best = {}
+    for (b, r), run in runs.items():
+        final = float(run.loss[-1]) if np.isfinite(run.loss[-1]) else np.inf
+        if b not in best or final < best[b][1]:
+            best[b] = (r, final)
+    return {b: r for b, (r, _) in best.items()}

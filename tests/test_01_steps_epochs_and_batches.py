@@ -33,8 +33,25 @@ def test_recorded_relations(findings, seed):
     steps = {b: (None if s == "None" else int(s)) for b, s in _per_batch(f["steps_to_target_loss_at_tuned_rates"]).items()}
     assert steps[4] >= 2 * steps[16] and steps[256] >= 0.5 * steps[64]
     assert steps[1438] is None
+    # the Keras MLP of section 2, each batch size at its own best rate (section 6)
+    assert f["compiled_loop_vs_fit_max_abs_diff"] < 1e-5
+    grid = [float(r) for r in f["keras_lr_grid"].split(",")]
+    best_k = {b: float(r) for b, r in _per_batch(f["best_lr_per_batch_keras"]).items()}
+    assert set(best_k) == {8, 32, 128, 1438}
+    assert all(grid[0] < r < grid[-1] for r in best_k.values())          # the grid brackets every optimum
+    assert best_k[8] < best_k[1438] < 2 * best_k[32]                      # the best rate stops growing past tens
+    loss_k = {b: float(v) for b, v in _per_batch(f["final_loss_keras_tuned"]).items()}
+    assert loss_k[32] < loss_k[128] < loss_k[1438] and loss_k[1438] > 5 * loss_k[32]   # per epoch, small wins
+    assert f["final_loss_full_batch_tuned"] == pytest.approx(loss_k[1438], abs=1e-4)
+    gain = {b: float(g) for b, g in _per_batch(f["tuning_gain_keras"]).items()}     # loss at lr 0.1 − at the best rate
+    assert max(gain, key=gain.get) == 1438                                # tuning helps the full batch most
+    steps_k = {b: int(s) for b, s in _per_batch(f["steps_to_target_loss_keras_tuned"]).items()}
+    assert steps_k[128] < steps_k[32] < steps_k[8]                       # per step, bigger batches need fewer
+    assert steps_k[128] / steps_k[1438] < min(2.0, steps_k[8] / steps_k[32])   # the knee
+    assert steps_k[1438] * 1438 > steps_k[128] * 128 > steps_k[32] * 32  # examples (compute) to the target grow
     # timings are findings only (make bench judges them): recorded, nothing compared
-    assert {"seconds_per_epoch_batch_1", "widget_batch_choice_median_s"}.issubset(f)
+    assert {"seconds_per_epoch_batch_1", "widget_batch_choice_median_s", "seconds_per_epoch_keras_tuned",
+            "seconds_to_target_loss_keras_tuned"}.issubset(f)
 
 
 @pytest.mark.parametrize("params", [
