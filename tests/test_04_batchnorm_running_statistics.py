@@ -58,6 +58,30 @@ def test_gap_decomposition_and_leakage(findings, seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_long_runs_clean_and_with_label_noise(findings, seed):
+    f = findings(STEM, seed)
+    assert f["epochs_long_run"] >= 30
+    # clean digits: the BN mode mismatch is the warm-up's, gone by the end; no creep, nothing for precise BN to fix
+    assert abs(f["gap_bn_mode_final_epoch"]) <= 0.02
+    assert f["gap_reported_max_epoch"] >= 0.5
+    assert abs(f["val_acc_long_run_precise_bn_change"]) <= 0.01
+    # noisy labels: the share of wrong labels is 0.9 x the replaced share (a random class is right 1 time in 10)
+    fraction = f["label_noise_fraction"]
+    assert abs(f["label_noise_wrong_fraction"] - 0.9 * fraction) <= 4 * (0.9 * fraction * (1 - 0.9 * fraction) / 1409) ** 0.5
+    # the gap creeps after warm-up, by 10 points more than the clean run's over the same epochs
+    assert f["gap_reported_growth_label_noise"] >= max(f["gap_reported_growth_clean_same_epochs"], 0) + 0.1
+    assert f["gap_reported_second_minus_first_half_label_noise"] >= 0.05
+    assert f["gap_reported_final_epoch_label_noise"] >= f["gap_reported_end_of_warmup_label_noise"] + 0.1
+    assert f["gap_reported_final_epoch_label_noise"] >= f["gap_reported_final_epoch"] + 0.1
+    assert f["epoch_end_of_warmup_label_noise"] < f["epochs_long_run"]
+    # ... and it is overfitting, not BN: the mode mismatch stays small, precise BN leaves the gap in place
+    assert f["gap_bn_mode_max_after_warmup_label_noise"] <= 0.05
+    assert abs(f["gap_bn_mode_final_epoch_label_noise"]) <= 0.02
+    assert f["gap_overfit_final_epoch_label_noise"] >= 0.8 * f["gap_reported_final_epoch_label_noise"]
+    assert abs(f["val_acc_label_noise_precise_bn_change"]) <= 0.2 * f["gap_reported_final_epoch_label_noise"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_regularization(findings, seed):
     f = findings(STEM, seed)
     assert f["dropout_before_bn_variance_shift"] > 1.3
@@ -86,6 +110,7 @@ def test_notebook_is_committed_clean_with_default_seed_0():
     {"train_size": 5000},
     {"batch_size": [32]},
     {"train_size": 1408},   # a multiple of batch_size: no smaller last batch to study
+    {"label_noise_fraction": 0.9},   # outside 0.3–0.5, where the creeping-gap checks were measured
     {"epochs": 50, "batch_size": 2, "train_size": 1401},   # 35,050 steps per run: refused by cost
 ])
 def test_bad_parameters_fail_in_setup(rejected, bad):
