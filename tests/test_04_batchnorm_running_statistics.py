@@ -35,14 +35,28 @@ def test_last_batch(findings, seed):
     assert f["single_update_error_batch_1"] >= 3 * f["single_update_error_batch_32"]
     # one update moves the variance by (1 - momentum) x noise: ten times less at 0.99
     assert 7 < f["single_update_error_batch_1"] / f["single_update_error_batch_1_momentum_0_99"] < 13
-    # the confound: dropping the last batch looks worse during warm-up at momentum 0.99
+    # the confound: dropping the last batch looks worse during warm-up at momentum 0.99 ...
     assert (f["drop_remainder_running_var_rel_error_momentum_0_99"]
             > f["last_batch_1_running_var_rel_error_momentum_0_99"])
+    # ... by exactly the leftover of the missing updates: one per epoch, 0.99^-3 after the default 3 epochs
+    ratio = f["drop_remainder_error_ratio_momentum_0_99"]
+    assert ratio == pytest.approx(f["drop_remainder_running_var_rel_error_momentum_0_99"]
+                                  / f["last_batch_1_running_var_rel_error_momentum_0_99"])
+    assert f["drop_remainder_error_ratio_predicted"] == pytest.approx(0.99 ** -3)
+    assert abs((ratio - 1) / (f["drop_remainder_error_ratio_predicted"] - 1) - 1) < 0.25
     # once warmed up (momentum 0.9) the last batch leaves at most one update's worth, 1 - 0.9
     assert abs(f["last_batch_1_running_var_rel_error"] - f["drop_remainder_running_var_rel_error"]) <= 1 - 0.9
     assert f["drop_remainder_val_acc_change"] < 0.03
     # the simulated error right after each last batch of 1 sits at the steady-state formula's value
     assert abs(f["simulated_last_batch_error_steady"] / f["predicted_last_batch_error_steady"] - 1) < 0.15
+    # ... and so does Keras's own dense BN, epoch after epoch, with no build-up
+    predicted = f["keras_last_batch_error_predicted"]
+    assert predicted == pytest.approx(f["predicted_last_batch_error_steady"])   # momentum 0.9, batch 32 in both
+    assert abs(f["keras_last_batch_error_steady"] / predicted - 1) < 0.15
+    assert abs(f["keras_last_batch_error_last_epoch"] / predicted - 1) < 0.3
+    assert abs(f["keras_last_batch_error_first_epoch"] / predicted - 1) < 0.3   # no warm-up from exact statistics
+    assert f["keras_last_batch_error_late_minus_early"] <= 3 * f["keras_last_batch_error_epoch_spread"] * (2 / 3) ** 0.5
+    assert 0 < f["keras_last_batch_error_epoch_spread"] < 0.1 * predicted
 
 
 @pytest.mark.parametrize("seed", SEEDS)
