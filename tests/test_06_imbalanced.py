@@ -65,6 +65,26 @@ def test_remedies_recorded(findings, seed):
     assert f["pr_auc_remedy_baseline"] > f["pr_auc_plain_bce"] + 0.3
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_adam_at_the_spike_step(findings, seed):
+    f = findings(STEM, seed)
+    # section 6's live row spikes on seeds 0-2 (committed map); the replay must find that spike
+    assert f["adam_spike_found"] is True
+    # the update that raised the monitored loss is an ordinary Adam step, not an outsized one
+    assert f["adam_update_over_lr_at_spike_median"] <= 1.5 * f["adam_update_over_lr_quiet_median"]
+    # Kingma & Ba's bound on |Δw|/lr for β1 = 0.9, β2 = 0.999: (1 - β1) / sqrt(1 - β2)
+    bound = (1 - 0.9) / (1 - 0.999) ** 0.5
+    assert max(f["adam_update_over_lr_at_spike_max"], f["adam_update_over_lr_next_step_max"]) <= bound
+    # one step hardly moves √v̂ (β2 = 0.999)
+    assert abs(f["adam_sqrt_v_ratio_after_before_spike"] - 1) < 0.05
+    # the large gradient comes on the next batch, whose loss jumped
+    assert f["grad_norm_over_quiet_median_next_step"] >= 3
+    # clipping that gradient changes Adam's update far less than it changes the gradient
+    assert f["clip_grad_norm_change_at_spike"] > 1
+    assert f["clip_update_change_at_spike"] < f["clip_grad_norm_change_at_spike"] / 2
+    assert f["positives_missed_after_spike"] >= f["positives_missed_before_spike"]
+
+
 @pytest.mark.parametrize("bad", [
     {"n_series": 0},
     {"timesteps": -5},

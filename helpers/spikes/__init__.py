@@ -2,7 +2,8 @@
 
     flags        running median of the previous points; ratio, jump and the spike flag; Wilson interval
     inspector    true per-batch losses from Keras logs (SpikeInspector), loss breakdown, fixed-model batches
-    training     make_split, TaggerTrainer (one compiled weighted step), train_run → RunResult
+    training     make_split, TaggerTrainer (one compiled weighted step), train_run → RunResult,
+                 replay_until_spike (a weighted run replayed with snapshots up to its first spike)
     sweeps       spike-map cells and remedy runs over seeds, their summaries and the remedy choice
     committed    the committed CSVs: columns, reading, appending, provenance, row comparison
     plots        figures and widget views
@@ -21,7 +22,8 @@ from .plots import (figure_png, mechanism_table, plot_batch_vs_monitored, plot_e
 from .sweeps import (RECOMPUTABLE_REMEDIES, SWEEP_DEFAULTS, choose_remedy, label_remedy_rows, remedy_row,
                      remedy_row_for, remedy_runs,
                      spike_map_cell, summarise_remedies, summarise_spike_map)
-from .training import REMEDIES, DataSplit, RunResult, TaggerTrainer, make_split, train_run, trainer_for
+from .training import (REMEDIES, DataSplit, RunResult, TaggerTrainer, make_split, replay_until_spike, train_run,
+                       trainer_for)
 
 __all__ = ["DATA_DIR", "REMEDY_COLUMNS", "SPIKE_MAP_COLUMNS", "SWEEP_COLUMNS", "matches_row", "read_csv_rows",
            "read_spike_map", "flag_spikes", "jumps_above_median", "running_median", "running_median_ratio",
@@ -30,4 +32,4 @@ __all__ = ["DATA_DIR", "REMEDY_COLUMNS", "SPIKE_MAP_COLUMNS", "SWEEP_COLUMNS", "
            "plot_example_series", "plot_pr_curve", "plot_run", "plot_spike_map", "SWEEP_DEFAULTS", "choose_remedy",
            "label_remedy_rows", "remedy_row", "remedy_runs", "spike_map_cell", "summarise_remedies",
            "summarise_spike_map", "RECOMPUTABLE_REMEDIES", "remedy_row_for", "REMEDIES", "DataSplit", "RunResult", "TaggerTrainer", "make_split",
-           "train_run", "trainer_for"]
+           "replay_until_spike", "train_run", "trainer_for"]

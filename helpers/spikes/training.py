@@ -4,6 +4,7 @@
     make_split(...)     train / monitor / test series from one generator seed
     TaggerTrainer       one XLA-compiled weighted training step shared by every run
     train_run(...)      one run → RunResult (per-step losses, gradient norms, monitored loss, flags, metrics)
+    replay_until_spike  the same weighted run replayed with the lesson's snapshots, up to its first spike
 """
 from __future__ import annotations
 
@@ -265,3 +266,51 @@ def train_run(split: DataSplit, *, remedy: str = "weighted", learning_rate: floa
                     max_batch_ratio=float(np.nanmax(running_median_ratio(bl))) if len(bl) > 3 else 1.0,
                     metrics=metrics)
     return res, trainer.model
+
+
+def replay_until_spike(split: DataSplit, *, learning_rate: float, positive_weight: float, seed: int,
+                       snapshot, is_spike, epochs: int = 30, batch_size: int = 32, units: int = 16,
+                       monitor_every: int = 2, after: int = 2) -> dict:
+    """Replay the weighted run train_run(split, remedy="weighted", ...) would train — the same
+    compiled step, seeded weights and batch order — keeping `snapshot(model, optimizer)` (the
+    lesson's own function) before every step, and stop `after` steps past the first monitored point
+    that `is_spike(previous, value)` (the lesson's rule) flags. The monitored loss is also scored
+    after every step, so the update that lifted it can be found. Returns snapshots (before each step,
+    then the last state), batches (x, y, w), batch_loss, grad_norm, monitor_loss (before step 1 and
+    after every step), flagged_step (1-based, None if the run never spiked) and the trainer (its
+    model and optimizer hold the last state; the next train_run resets them)."""
+    import tensorflow as tf
+    trainer = trainer_for(units)
+    trainer.reset(seed, learning_rate)
+    x, y = split.train.x, split.train.y
+    w = imb.timestep_weights(y, positive_weight)
+    mon = split.monitor
+    xm, ym, wm = (tf.constant(a, tf.float32) for a in (mon.x, mon.y, imb.timestep_weights(mon.y, positive_weight)))
+    consts = [tf.constant(v, tf.float32) for v in (1.0, 1.0, 0.0, 0.0, trainer.NO_CLIP)]
+    rng = np.random.default_rng(seed)      # the batch order of TaggerTrainer.fit
+    snaps, batches, losses, norms = [], [], [], []
+    mon_all = [float(trainer._monitored(xm, ym, wm))]
+    flagged, step = None, 0
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for b in range(len(x) // batch_size):
+            idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
+            snaps.append(snapshot(trainer.model, trainer.optimizer))
+            batches.append((x[idx], y[idx], w[idx]))
+            loss, norm = trainer._step(x[idx], y[idx], w[idx], *consts)
+            losses.append(float(loss))
+            norms.append(float(norm))
+            mon_all.append(float(trainer._monitored(xm, ym, wm)))
+            step += 1
+            if flagged is None and step % monitor_every == 0:
+                monitored = mon_all[::monitor_every]
+                if is_spike(monitored[:-1], monitored[-1]):
+                    flagged = step
+            if flagged is not None and step >= flagged + after:
+                break
+        if flagged is not None and step >= flagged + after:
+            break
+    snaps.append(snapshot(trainer.model, trainer.optimizer))
+    return {"snapshots": snaps, "batches": batches, "batch_loss": np.array(losses), "grad_norm": np.array(norms),
+            "monitor_loss": np.array(mon_all), "flagged_step": flagged, "monitor_every": monitor_every,
+            "trainer": trainer}

@@ -78,6 +78,22 @@ def test_train_run_is_deterministic_and_logs_every_step():
     assert np.array_equal(a.batch_loss, b.batch_loss) and np.array_equal(a.monitor_loss, b.monitor_loss)
 
 
+def test_replay_until_spike_reproduces_the_weighted_run():
+    """The replay the lesson snapshots is the same run as train_run's: same losses, same monitored
+    points; with a rule that never fires it runs to the end, with one it stops `after` steps past it."""
+    split = spikes.make_split(100, 64, seed=5, monitor_series=8)
+    kw = dict(learning_rate=0.03, positive_weight=50.0, epochs=2, batch_size=16, units=4, seed=5)
+    run, _ = spikes.train_run(split, remedy="weighted", **kw)
+    snap = lambda model, opt: [v.numpy() for v in model.trainable_variables]
+    full = spikes.replay_until_spike(split, snapshot=snap, is_spike=lambda prev, v: False, **kw)
+    assert full["flagged_step"] is None and len(full["snapshots"]) == len(run.batch_loss) + 1
+    assert np.array_equal(full["batch_loss"], run.batch_loss)
+    assert np.array_equal(full["monitor_loss"][::2], run.monitor_loss)
+    fires = spikes.replay_until_spike(split, snapshot=snap, is_spike=lambda prev, v: len(prev) >= 2, after=1, **kw)
+    assert fires["flagged_step"] == 4 and len(fires["batch_loss"]) == 5
+    assert np.array_equal(fires["batch_loss"], run.batch_loss[:5])
+
+
 def test_clipping_hardly_changes_adams_first_step():
     """Adam's first update is m̂/(√v̂+ε) = g/(|g|+ε) per coordinate: scale-free, so clipping the gradient's
     norm to 1e-3 leaves it almost unchanged (issue 13's mechanism); later steps then diverge."""
