@@ -133,12 +133,6 @@ def steps_to_loss(run: RegimeRun, target: float) -> int | None:
     return int(run.steps[hit[0]]) if hit.size else None
 
 
-def seconds_to_loss(run: RegimeRun, target: float) -> float | None:
-    """Training seconds of the first logged point with loss ≤ target (None if never reached)."""
-    hit = np.flatnonzero(np.asarray(run.loss) <= target)
-    return float(run.seconds[hit[0]]) if hit.size else None
-
-
 def compiled_sgd_run(model, start_weights, sgd_steps, training_loss, n_examples: int, *, batch_size: int,
                      learning_rate: float, epochs: int, seed: int = 0, evals_per_epoch: int = 1,
                      stop_if_diverged: bool = False) -> RegimeRun:

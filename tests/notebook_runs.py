@@ -86,9 +86,9 @@ def _execute_and_save(job: dict) -> dict:
     """Run one job; save and return its outcome as a dict.
 
     A "head" job runs a copy of the notebook cut after its setup cell, so only the parameter
-    checks and the setup execute. The kernel starts in job["cwd"], else the notebooks folder."""
+    checks and the setup execute. The kernel starts in job["cwd"], else in the notebook's folder."""
     import nbformat
-    from helpers.workbook.notebooks import NOTEBOOK_DIR, setup_cell_index
+    from helpers.workbook.notebooks import setup_cell_index
     source, output = Path(job["notebook"]), Path(job["output"])
     if job["head"]:
         nb = nbformat.read(source, as_version=4)
@@ -97,7 +97,7 @@ def _execute_and_save(job: dict) -> dict:
         source.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, source)
     result = execute(source, output, parameters=job["parameters"], build_dir=Path(job["build_dir"]),
-                     cwd=Path(job["cwd"]) if job.get("cwd") else NOTEBOOK_DIR)
+                     cwd=job["cwd"])
     outcome = {"ok": result.ok, "seconds": result.seconds, "error": result.error,
                "failed_cell": result.failed_cell, "pid": os.getpid()}
     path = _result_path(job)

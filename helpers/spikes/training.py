@@ -155,11 +155,16 @@ class TaggerTrainer:
 
     def fit(self, x, y, w, *, epochs: int, batch_size: int, seed: int, monitor: tuple,
             monitor_every: int = 2, alpha=(1.0, 1.0), gamma: float = 0.0, normalise: bool = False,
-            clipnorm: float | None = None, progress: bool = False, desc: str = "training") -> dict:
+            clipnorm: float | None = None, progress: bool = False, desc: str = "training",
+            before_step=None, after_step=None) -> dict:
         """Shuffled mini-batches (the last partial batch dropped, so every step has
         the same shape), `epochs` passes. monitor = (x_m, y_m, w_m): the fixed
         set scored every `monitor_every` steps. Returns per-step batch_loss and
-        grad_norm, and monitor_steps / monitor_loss."""
+        grad_norm, and monitor_steps / monitor_loss.
+
+        Optional hooks, which leave the training itself unchanged: before_step(x_b, y_b, w_b) is
+        called before every step; after_step(step) after it (1-based), and a true return value
+        ends the run there."""
         import tensorflow as tf
         from tqdm.auto import tqdm
         rng = np.random.default_rng(seed)
@@ -170,10 +175,13 @@ class TaggerTrainer:
         mon_steps, mon_loss = [0], [float(self._monitored(xm, ym, wm))]
         n_batches = len(x) // batch_size
         step = 0
+        stopped = False
         for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=True):
             order = rng.permutation(len(x))
             for b in range(n_batches):
                 idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
+                if before_step is not None:
+                    before_step(x[idx], y[idx], w[idx])
                 loss, norm = self._step(x[idx], y[idx], w[idx], *consts)
                 losses.append(float(loss))
                 norms.append(float(norm))
@@ -182,6 +190,11 @@ class TaggerTrainer:
                 if step % monitor_every == 0:
                     mon_steps.append(step)
                     mon_loss.append(float(self._monitored(xm, ym, wm)))
+                if after_step is not None and after_step(step):
+                    stopped = True
+                    break
+            if stopped:
+                break
         return {"batch_loss": np.array(losses), "grad_norm": np.array(norms),
                 "batch_positives": np.array(positives),
                 "monitor_steps": np.array(mon_steps), "monitor_loss": np.array(mon_loss)}
@@ -272,7 +285,7 @@ def replay_until_spike(split: DataSplit, *, learning_rate: float, positive_weigh
                        snapshot, is_spike, epochs: int = 30, batch_size: int = 32, units: int = 16,
                        monitor_every: int = 2, after: int = 2) -> dict:
     """Replay the weighted run train_run(split, remedy="weighted", ...) would train — the same
-    compiled step, seeded weights and batch order — keeping `snapshot(model, optimizer)` (the
+    TaggerTrainer.fit loop, seeded weights and batch order — keeping `snapshot(model, optimizer)` (the
     lesson's own function) before every step, and stop `after` steps past the first monitored point
     that `is_spike(previous, value)` (the lesson's rule) flags. The monitored loss is also scored
     after every step, so the update that lifted it can be found. Returns snapshots (before each step,
@@ -282,35 +295,30 @@ def replay_until_spike(split: DataSplit, *, learning_rate: float, positive_weigh
     import tensorflow as tf
     trainer = trainer_for(units)
     trainer.reset(seed, learning_rate)
-    x, y = split.train.x, split.train.y
-    w = imb.timestep_weights(y, positive_weight)
     mon = split.monitor
-    xm, ym, wm = (tf.constant(a, tf.float32) for a in (mon.x, mon.y, imb.timestep_weights(mon.y, positive_weight)))
-    consts = [tf.constant(v, tf.float32) for v in (1.0, 1.0, 0.0, 0.0, trainer.NO_CLIP)]
-    rng = np.random.default_rng(seed)      # the batch order of TaggerTrainer.fit
-    snaps, batches, losses, norms = [], [], [], []
+    w_mon = imb.timestep_weights(mon.y, positive_weight)
+    xm, ym, wm = (tf.constant(a, tf.float32) for a in (mon.x, mon.y, w_mon))
+    snaps, batches = [], []
     mon_all = [float(trainer._monitored(xm, ym, wm))]
-    flagged, step = None, 0
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for b in range(len(x) // batch_size):
-            idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
-            snaps.append(snapshot(trainer.model, trainer.optimizer))
-            batches.append((x[idx], y[idx], w[idx]))
-            loss, norm = trainer._step(x[idx], y[idx], w[idx], *consts)
-            losses.append(float(loss))
-            norms.append(float(norm))
-            mon_all.append(float(trainer._monitored(xm, ym, wm)))
-            step += 1
-            if flagged is None and step % monitor_every == 0:
-                monitored = mon_all[::monitor_every]
-                if is_spike(monitored[:-1], monitored[-1]):
-                    flagged = step
-            if flagged is not None and step >= flagged + after:
-                break
-        if flagged is not None and step >= flagged + after:
-            break
+    flagged = None
+
+    def before(xb, yb, wb):
+        snaps.append(snapshot(trainer.model, trainer.optimizer))
+        batches.append((xb, yb, wb))
+
+    def after_step(step):
+        nonlocal flagged
+        mon_all.append(float(trainer._monitored(xm, ym, wm)))
+        if flagged is None and step % monitor_every == 0:
+            monitored = mon_all[::monitor_every]
+            if is_spike(monitored[:-1], monitored[-1]):
+                flagged = step
+        return flagged is not None and step >= flagged + after
+
+    out = trainer.fit(split.train.x, split.train.y, imb.timestep_weights(split.train.y, positive_weight),
+                      epochs=epochs, batch_size=batch_size, seed=seed, monitor=(mon.x, mon.y, w_mon),
+                      monitor_every=monitor_every, before_step=before, after_step=after_step)
     snaps.append(snapshot(trainer.model, trainer.optimizer))
-    return {"snapshots": snaps, "batches": batches, "batch_loss": np.array(losses), "grad_norm": np.array(norms),
+    return {"snapshots": snaps, "batches": batches, "batch_loss": out["batch_loss"], "grad_norm": out["grad_norm"],
             "monitor_loss": np.array(mon_all), "flagged_step": flagged, "monitor_every": monitor_every,
             "trainer": trainer}

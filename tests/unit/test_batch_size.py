@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from helpers.batch_size import (RegimeRun, best_rates, compiled_sgd_run, learning_rate_grid, seconds_to_loss,
+from helpers.batch_size import (RegimeRun, best_rates, compiled_sgd_run, learning_rate_grid,
                                 steps_per_epoch, steps_to_loss)
 
 
@@ -12,10 +12,10 @@ def _run(loss, b=4, lr=0.1):
     return RegimeRun(b, lr, steps / 3.0, steps, np.arange(len(loss)) * 0.5, loss)
 
 
-def test_steps_and_seconds_to_loss_read_the_first_point_at_or_below_target():
+def test_steps_to_loss_reads_the_first_point_at_or_below_target():
     run = _run([2.0, 1.0, 0.3, 0.5, 0.1])
-    assert steps_to_loss(run, 0.3) == 6 and seconds_to_loss(run, 0.3) == 1.0
-    assert steps_to_loss(run, 0.05) is None and seconds_to_loss(run, 0.05) is None
+    assert steps_to_loss(run, 0.3) == 6
+    assert steps_to_loss(run, 0.05) is None
 
 
 def test_best_rates_pick_the_lowest_finite_final_loss_per_batch():
