@@ -23,7 +23,7 @@ ARGS ?=
 run: $(STAMP)
 	$(PY) -m helpers.workbook.run_all $(ARGS)
 
-# Regenerate lesson 06's committed tables (data/spike_map.csv, data/remedies.csv) with provenance.
+# Regenerate lesson 06's committed tables (data/spike_map.csv, data/remedies.csv, data/asker_regime.csv) with provenance.
 data: $(STAMP)
 	$(PY) -m helpers.spikes.regenerate
 

@@ -52,6 +52,11 @@ def statistics_tracker(x_reference, *, every: int = 5, statistics: bool = True):
     """A Keras callback that, every `every` training steps, records the distance of the
     moving statistics from the exact statistics of the current (fixed) weights on
     x_reference (N, ...), and the kernel norm. Read `.records` (list of dicts) or `.table`.
+
+    The step is read from the optimizer, so the tracker also works when the model runs
+    several steps per call (compile(steps_per_execution=k)): Keras then calls it once per
+    block, and it measures at the end of the first block that reaches each multiple of
+    `every` — exactly at the multiples when k divides `every` (helpers.training.steps_per_call).
     """
     import keras
 
@@ -74,11 +79,12 @@ def statistics_tracker(x_reference, *, every: int = 5, statistics: bool = True):
                                  "kernel_norm": float(np.linalg.norm(w)), "relative_change": change})
 
         def on_train_begin(self, logs=None):
+            self._start = int(self.model.optimizer.iterations.numpy()) - self.step   # steps of earlier fits
             self._measure()
 
         def on_train_batch_end(self, batch, logs=None):
-            self.step += 1
-            if self.step % every == 0:
+            before, self.step = self.step, int(self.model.optimizer.iterations.numpy()) - self._start
+            if self.step // every > before // every:
                 self._measure()
 
         def on_train_end(self, logs=None):

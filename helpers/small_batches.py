@@ -318,6 +318,15 @@ class Sweep:
     and optimizer state, so runs of one norm start from the same point and only the
     batches differ (and no graph is traced twice). callbacks(norm, steps_total) -> a
     list of Keras callbacks for one run (e.g. a renorm clipping schedule); optional.
+
+    The `epochs` shuffled epochs of a run are one dataset, passed to fit as ONE Keras
+    epoch of steps_per_epoch x epochs steps, so that `steps_per_execution` steps per
+    compiled call never changes which steps are taken: Keras runs whole blocks of
+    steps_per_execution within each fit epoch, so with several fit epochs and a block
+    that does not divide the epoch, an early epoch overruns into the next one's batches
+    and the data is restarted before the end (2 epochs of 44 steps at 100 steps per
+    call trained 176 steps, not 88). Per-batch callbacks fire once per block; read the step
+    from model.optimizer.iterations. Per-epoch callbacks see one epoch.
     """
     x_train: np.ndarray
     y_train: np.ndarray
@@ -346,25 +355,37 @@ class Sweep:
         """The model of `norm` as left by its latest run."""
         return self._model(norm)[0]
 
-    def train(self, norm: str, order: str, batch_size: int):
-        """Train from the initial state; return the trained model (shared: copy what you need)."""
+    def train(self, norm: str, order: str, batch_size: int, epochs: int | None = None):
+        """Train from the initial state for `epochs` (default: the sweep's); return the trained
+        model (shared: copy what you need), the steps per epoch and the training seconds."""
         from .training import train
+        epochs = epochs or self.epochs
         model, weights, opt_state = self._model(norm)
         model.set_weights(weights)
         for v, a in zip(model.optimizer.variables, opt_state):
             v.assign(a)
-        data, steps = training_dataset(self.x_train, self.y_train, batch_size, order, self.epochs,
+        data, steps = training_dataset(self.x_train, self.y_train, batch_size, order, epochs,
                                        self.seed * 1000 + batch_size)
-        extra = self.callbacks(norm, steps * self.epochs) if self.callbacks else []
-        hist = train(model, data, epochs=self.epochs, steps_per_epoch=steps, progress=False,
+        total = steps * epochs
+        extra = self.callbacks(norm, total) if self.callbacks else []
+        hist = train(model, data, epochs=1, steps_per_epoch=total, progress=False,
                      desc=f"{norm} {order} b={batch_size}", callbacks=extra)
+        done = int(model.optimizer.iterations.numpy())
+        if done != total:   # every run takes exactly its steps: the comparisons count on it
+            raise RuntimeError(f"{norm} {order} b={batch_size}: fit took {done} steps, expected {total}")
         return model, steps, hist.seconds
 
-    def run(self, norm: str, order: str, batch_size: int, *, precise: bool = True) -> RunResult:
-        """Train one setting, score it in both modes (and, for BN, corrected and precise); store it."""
-        model, steps, seconds = self.train(norm, order, batch_size)
+    def run(self, norm: str, order: str, batch_size: int, *, precise: bool = True,
+            epochs: int | None = None) -> RunResult:
+        """Train one setting, score it in both modes (and, for BN, corrected and precise); store it.
+
+        epochs: train this run for other epochs than the sweep's (e.g. an equal-steps comparison)
+        on the same compiled model (no second trace); such a run is returned, not stored in results.
+        """
+        epochs = epochs or self.epochs
+        model, steps, seconds = self.train(norm, order, batch_size, epochs)
         xt, yt = self.x_test, self.y_test
-        res = RunResult(norm, order, batch_size, self.epochs, self.learning_rate, steps, seconds,
+        res = RunResult(norm, order, batch_size, epochs, self.learning_rate, steps, seconds,
                         accuracy(model, xt, yt),
                         accuracy_on_batches(model, xt, yt, batch_size, seed=self.seed) if self.train_mode else None)
         if bn_layers(model) and not norm.startswith("renorm"):
@@ -377,7 +398,8 @@ class Sweep:
                 precise_bn(model, self.x_train)
                 res.precise_seconds = time.perf_counter() - t0
                 res.acc_precise = accuracy(model, xt, yt)
-        self.results[res.key] = res
+        if epochs == self.epochs:
+            self.results[res.key] = res
         return res
 
     def run_all(self, settings: Sequence[tuple[str, str, int]], desc: str = "training sweep") -> list[RunResult]:

@@ -73,6 +73,24 @@ def train(model, x, y=None, *, epochs: int, batch_size: int | None = None, valid
     return History(metrics=metrics, seconds=seconds, epochs=epochs, steps_per_epoch=steps)
 
 
+def steps_per_call(steps_per_epoch: int, cap: int = 100, every: int | None = None) -> int:
+    """A value for compile(steps_per_execution=...): the largest k <= cap that divides
+    steps_per_epoch (and `every`, when given), so fit's blocks of k steps tile every epoch.
+
+    Keras runs whole blocks of steps_per_execution steps within each fit epoch and fires
+    per-batch callbacks once per block. A block that does not divide the epoch overruns
+    into the next epoch's batches, so epochs end at other steps, and when a tf.data input
+    of known length runs out before the last epoch Keras restarts it: more steps are
+    trained. A divisor takes exactly the same steps in the same order as k = 1.
+    every: a per-batch callback's period (e.g. a tracker measuring every 15 steps), so
+    that each multiple of it ends a block. Returns 1 when nothing larger fits.
+    """
+    if steps_per_epoch < 1 or cap < 1:
+        raise ValueError(f"steps_per_epoch and cap must be >= 1, got {steps_per_epoch} and {cap}")
+    return max(k for k in range(1, min(cap, steps_per_epoch) + 1)
+               if steps_per_epoch % k == 0 and (every is None or every % k == 0))
+
+
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 

@@ -2,8 +2,8 @@
 
 Every assertion compares a measurement of the run with an expectation that the run did not
 compute from the same thing. Seeds 1 and 2 recompute other committed rows than seed 0 (the
-notebook picks the spike-map row seed % 10 and the remedies row by seed), so these tests
-re-verify three rows of each committed table. Times are findings only (`make bench` judges them).
+notebook picks the spike-map and asker-regime rows seed % 10 and the remedies row by seed), so
+these tests re-verify three rows of each committed table. Times are findings only (`make bench` judges them).
 """
 import pytest
 from notebook_runs import SEEDS
@@ -53,9 +53,11 @@ def test_spike_measurement(findings, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_committed_rows_recomputed(findings, seed):
     f = findings(STEM, seed)
-    # the notebook retrained one spike-map row and one remedies row of its seed and compared them
+    # the notebook retrained one spike-map row, one remedies row and the first steps of one
+    # asker-regime row of its seed and compared them
     assert f["spike_map_row_recomputed_matches"] is True
     assert f["remedy_row_recomputed_matches"] is True
+    assert f["asker_row_recomputed_matches"] is True
 
 
 @pytest.mark.parametrize("seed", SEEDS)

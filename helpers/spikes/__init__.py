@@ -2,17 +2,20 @@
 
     flags        running median of the previous points; ratio, jump and the spike flag; Wilson interval
     inspector    true per-batch losses from Keras logs (SpikeInspector), loss breakdown, fixed-model batches
-    training     make_split, TaggerTrainer (one compiled weighted step), train_run → RunResult,
+    training     make_split, TaggerTrainer (one compiled step; the loss and the step are its arguments,
+                 default per_step_loss / adam_step), train_run → RunResult,
                  replay_until_spike (a weighted run replayed with snapshots up to its first spike)
+    asker        the asker's regime: Adam 1e-3, w = neg/pos, 1,024-step series, trained to fit, spikes after it
     sweeps       spike-map cells and remedy runs over seeds, their summaries and the remedy choice
     committed    the committed CSVs: columns, reading, appending, provenance, row comparison
     plots        figures and widget views
-    regenerate   the command that regenerates data/spike_map.csv and data/remedies.csv:
+    regenerate   the command that regenerates data/spike_map.csv, data/remedies.csv and data/asker_regime.csv:
                  python -m helpers.spikes.regenerate   (python -m helpers.spikes is the same)
 
 Everything is re-exported here, so notebooks keep `from helpers import spikes; spikes.train_run(...)`.
 """
-from .committed import (DATA_DIR, REMEDY_COLUMNS, SPIKE_MAP_COLUMNS, SWEEP_COLUMNS, matches_row, read_csv_rows,
+from .asker import ASKER_DEFAULTS, after_fit_summary, asker_row, asker_run, asker_split
+from .committed import (ASKER_COLUMNS, DATA_DIR, REMEDY_COLUMNS, SPIKE_MAP_COLUMNS, SWEEP_COLUMNS, matches_row, read_csv_rows,
                         read_spike_map)
 from .flags import flag_spikes, jumps_above_median, running_median, running_median_ratio, wilson_interval
 from .inspector import (SpikeInspector, fixed_model_batch_losses, inspected_tagger, loss_breakdown,
@@ -22,14 +25,14 @@ from .plots import (figure_png, mechanism_table, plot_batch_vs_monitored, plot_e
 from .sweeps import (RECOMPUTABLE_REMEDIES, SWEEP_DEFAULTS, choose_remedy, label_remedy_rows, remedy_row,
                      remedy_row_for, remedy_runs,
                      spike_map_cell, summarise_remedies, summarise_spike_map)
-from .training import (REMEDIES, DataSplit, RunResult, TaggerTrainer, make_split, replay_until_spike, train_run,
-                       trainer_for)
+from .training import (REMEDIES, DataSplit, RunResult, TaggerTrainer, adam_step, make_split, per_step_loss,
+                       replay_until_spike, train_run, trainer_for)
 
-__all__ = ["DATA_DIR", "REMEDY_COLUMNS", "SPIKE_MAP_COLUMNS", "SWEEP_COLUMNS", "matches_row", "read_csv_rows",
+__all__ = ["ASKER_DEFAULTS", "after_fit_summary", "asker_row", "asker_run", "asker_split", "ASKER_COLUMNS", "DATA_DIR", "REMEDY_COLUMNS", "SPIKE_MAP_COLUMNS", "SWEEP_COLUMNS", "matches_row", "read_csv_rows",
            "read_spike_map", "flag_spikes", "jumps_above_median", "running_median", "running_median_ratio",
            "wilson_interval", "SpikeInspector", "fixed_model_batch_losses", "inspected_tagger", "loss_breakdown",
            "undo_running_mean", "figure_png", "mechanism_table", "plot_batch_vs_monitored",
            "plot_example_series", "plot_pr_curve", "plot_run", "plot_spike_map", "SWEEP_DEFAULTS", "choose_remedy",
            "label_remedy_rows", "remedy_row", "remedy_runs", "spike_map_cell", "summarise_remedies",
            "summarise_spike_map", "RECOMPUTABLE_REMEDIES", "remedy_row_for", "REMEDIES", "DataSplit", "RunResult", "TaggerTrainer", "make_split",
-           "replay_until_spike", "train_run", "trainer_for"]
+           "replay_until_spike", "train_run", "trainer_for", "per_step_loss", "adam_step"]

@@ -1,6 +1,6 @@
 """The committed tables of lesson 06: columns, reading, writing, provenance.
 
-    SPIKE_MAP_COLUMNS / REMEDY_COLUMNS    the CSV headers
+    SPIKE_MAP_COLUMNS / REMEDY_COLUMNS / ASKER_COLUMNS    the CSV headers
     read_spike_map(path), read_csv_rows(path)   rows with numbers parsed
     append_rows(path, columns, rows)      append (writing the header for a new file)
     provenance(command, ...)              command, versions, date and machine of a regeneration
@@ -26,6 +26,12 @@ SPIKE_MAP_COLUMNS = SWEEP_COLUMNS
 REMEDY_COLUMNS = ["remedy", "clipnorm", "seed", "learning_rate", "positive_weight", "spiked", "n_spikes",
                   "max_monitored_ratio", "max_monitored_jump", "max_batch_ratio", "pr_auc",
                   "recall_at_p0.5", "event_recall", "false_alarms_per_series", "seconds"]
+
+ASKER_COLUMNS = ["seed", "label_jitter", "timesteps", "batch_size", "learning_rate", "steps", "positive_share",
+                 "weight_value", "fitted_step", "pr_auc_at_fit", "pr_auc_final", "spiked_after_fit", "spikes_after_fit",
+                 "max_monitored_ratio_after_fit", "max_monitored_jump_after_fit", "median_batch_loss_after_fit",
+                 "max_batch_loss_after_fit", "positives_in_max_batch", "monitor_loss_at_check",
+                 "batch_loss_sum_to_check", "seconds"]
 
 # columns that are measurements of the run (compared when a row is recomputed); `seconds` is wall time
 # on whatever machine ran it and is never compared

@@ -20,11 +20,11 @@ SWEEP_DEFAULTS = dict(n_series=300, timesteps=128, frac_series_with_anomaly=0.2,
 
 
 def spike_map_cell(learning_rate: float, positive_weight: float | str, seeds, *, progress: bool = False,
-                   **overrides) -> list[dict]:
+                   loss=None, step=None, **overrides) -> list[dict]:
     """Run one (learning rate, positive weight) cell of the spike map for each
     seed (data, split and initialisation all from that seed). positive_weight
     may be "neg/pos" (computed from that seed's training labels). Returns one
-    row per seed: spiked, max ratio / jump, PR-AUC, seconds."""
+    row per seed: spiked, max ratio / jump, PR-AUC, seconds. loss, step: train_run's (None: the defaults)."""
     cfg = {**SWEEP_DEFAULTS, **overrides}
     rows = []
     for seed in seeds:
@@ -36,7 +36,7 @@ def spike_map_cell(learning_rate: float, positive_weight: float | str, seeds, *,
         w = imb.positive_weight_for(split.train.y) if positive_weight == "neg/pos" else float(positive_weight)
         res, _ = train_run(split, remedy="weighted", learning_rate=learning_rate, positive_weight=w,
                            epochs=cfg["epochs"], batch_size=cfg["batch_size"], units=cfg["units"],
-                           seed=seed, progress=progress)
+                           seed=seed, progress=progress, loss=loss, step=step)
         rows.append({"learning_rate": learning_rate, "positive_weight": str(positive_weight),
                      "weight_value": round(w, 3), "seed": seed, "spiked": int(res.spiked),
                      "n_spikes": int(res.spikes.sum()),
@@ -132,7 +132,8 @@ def _weight_key(w: str) -> float:
 
 
 def remedy_runs(seed: int, learning_rate: float, *, clip_percentiles=(50, 10), clip_norms=None,
-                progress: bool = False, desc_prefix: str = "", **overrides) -> tuple[list[RunResult], dict]:
+                progress: bool = False, desc_prefix: str = "", loss=None, step=None,
+                **overrides) -> tuple[list[RunResult], dict]:
     """Every remedy on one seed's data, at one learning rate, w = neg/pos.
 
     The clipping thresholds are percentiles (`clip_percentiles`) of the gradient
@@ -146,7 +147,8 @@ def remedy_runs(seed: int, learning_rate: float, *, clip_percentiles=(50, 10), c
                        amplitude=cfg["amplitude"], seed=seed, monitor_series=cfg["monitor_series"])
     w = imb.positive_weight_for(split.train.y)
     common = dict(learning_rate=learning_rate, positive_weight=w, epochs=cfg["epochs"],
-                  batch_size=cfg["batch_size"], units=cfg["units"], seed=seed, progress=progress)
+                  batch_size=cfg["batch_size"], units=cfg["units"], seed=seed, progress=progress,
+                  loss=loss, step=step)
     results = []
     base, _ = train_run(split, remedy="weighted", desc=f"{desc_prefix}weighted", **common)
     results.append(base)
@@ -176,7 +178,7 @@ RECOMPUTABLE_REMEDIES = ("weighted", "lower_lr", "prior_bias", "focal", "normali
 
 
 def remedy_row_for(seed: int, remedy: str, learning_rate: float, *, progress: bool = False,
-                   **overrides) -> dict:
+                   loss=None, step=None, **overrides) -> dict:
     """Recompute one remedies.csv row (a remedy that needs no baseline run, i.e. not `clip`)
     with the sweep's own settings (SWEEP_DEFAULTS unless overridden). `learning_rate` is the
     table's base rate (the `weighted` row's); `lower_lr` scales it as in the sweep, and its
@@ -191,5 +193,5 @@ def remedy_row_for(seed: int, remedy: str, learning_rate: float, *, progress: bo
     res, _ = train_run(split, remedy=remedy, learning_rate=learning_rate,
                        positive_weight=imb.positive_weight_for(split.train.y), epochs=cfg["epochs"],
                        batch_size=cfg["batch_size"], units=cfg["units"], seed=seed, progress=progress,
-                       desc=f"{remedy} seed {seed} (committed row)")
+                       desc=f"{remedy} seed {seed} (committed row)", loss=loss, step=step)
     return remedy_row(res)

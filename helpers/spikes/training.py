@@ -79,46 +79,69 @@ def make_split(n_series: int, timesteps: int, *, frac_series_with_anomaly: float
     return DataSplit(train, monitor, test)
 
 
+def per_step_loss(y, p, w, *, alpha=(1.0, 1.0), gamma=0.0, normalise=False):
+    """The default loss of every run: per step l = α_t (1−p_t)^γ · BCE(y, p), weighted by w (B, T) and
+    reduced as Σ(w·l)/(B·T) (Keras's default) or Σ(w·l)/Σw (normalise). γ = 0, α = (1, 1): weighted BCE.
+    Lesson 06 writes the same function on its page and passes it in (TaggerTrainer(loss=...))."""
+    import tensorflow as tf
+    p = tf.clip_by_value(p, 1e-7, 1 - 1e-7)
+    bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+    p_t = y * p + (1 - y) * (1 - p)
+    alpha_t = y * alpha[0] + (1 - y) * alpha[1]
+    wl = w * alpha_t * tf.pow(1 - p_t, gamma) * bce
+    n = tf.cast(normalise, tf.float32)
+    denom = n * tf.reduce_sum(w) + (1 - n) * tf.cast(tf.size(wl), tf.float32)
+    return tf.reduce_sum(wl) / denom
+
+
+def adam_step(model, optimizer, x, y, w, *, loss_fn, clipnorm=None):
+    """The default training step: loss_fn(y, p, w) under a GradientTape, the gradients' global norm (before
+    clipping), optional clipping by global norm, one optimizer update. Returns (loss, norm) as tensors."""
+    import tensorflow as tf
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True)[..., 0], w)
+    grads = tape.gradient(loss, model.trainable_variables)
+    norm = tf.linalg.global_norm(grads)
+    if clipnorm is not None:
+        grads, _ = tf.clip_by_global_norm(grads, clipnorm, use_norm=norm)
+    optimizer.apply(grads, model.trainable_variables)
+    return loss, norm
+
+
 class TaggerTrainer:
     """A reusable training loop for the LSTM tagger: one XLA-compiled step shared
-    by every run with the same units (compiling costs seconds on a CPU; a
+    by every run with the same units, loss and step (compiling costs seconds on a CPU; a
     run costs a fraction of that per epoch), so a sweep over seeds, learning
     rates, weights and remedies pays for compilation once per sequence length.
 
-    The step computes the loss itself — per step l = α_t (1−p_t)^γ · BCE(y, p),
-    weighted by w (N, T), reduced as Σ(w·l)/(N·T) (Keras's default) or
-    Σ(w·l)/Σw — so per-batch losses and gradient norms (before clipping) are
-    exact, not Keras's running mean. Adam, optional clipping by global norm.
+    The loss and the step are arguments: `loss(y, p, w, *, alpha, gamma, normalise)` (default
+    per_step_loss) and `step(model, optimizer, x, y, w, *, loss_fn, clipnorm)` (default adam_step,
+    which returns the loss and the gradient norm before clipping). The loop computes the loss
+    itself, so per-batch losses and gradient norms are exact, not Keras's running mean. Adam.
+    jit_compile: XLA (the default; fastest for the small batches of the sweeps) or a plain graph,
+    whose cost on a CPU hardly grows with the batch (the asker's batch of 128, helpers.spikes.asker).
     """
 
     NO_CLIP = 1e9
 
-    def __init__(self, units: int = 16):
+    def __init__(self, units: int = 16, *, loss=None, step=None, jit_compile: bool = True):
         import keras
         import tensorflow as tf
         self.units = units
+        self.loss = loss or per_step_loss
+        self.train_step = step or adam_step
         self.model = imb.lstm_tagger(units, 2, seed=0)
         self.optimizer = keras.optimizers.Adam(1e-3)
         self.optimizer.build(self.model.trainable_variables)
-        model, opt = self.model, self.optimizer
+        model, opt, loss_of, train_step = self.model, self.optimizer, self.loss, self.train_step
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
         def step(x, y, w, alpha_pos, alpha_neg, gamma, normalise, clip):
-            with tf.GradientTape() as tape:
-                p = tf.clip_by_value(model(x, training=True)[..., 0], 1e-7, 1 - 1e-7)
-                bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
-                p_t = y * p + (1 - y) * (1 - p)
-                alpha_t = y * alpha_pos + (1 - y) * alpha_neg
-                wl = w * alpha_t * tf.pow(1 - p_t, gamma) * bce
-                denom = normalise * tf.reduce_sum(w) + (1 - normalise) * tf.cast(tf.size(wl), tf.float32)
-                loss = tf.reduce_sum(wl) / denom
-            grads = tape.gradient(loss, model.trainable_variables)
-            norm = tf.linalg.global_norm(grads)
-            grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=norm)
-            opt.apply(grads, model.trainable_variables)
-            return loss, norm
+            def loss_fn(y_, p_, w_):
+                return loss_of(y_, p_, w_, alpha=(alpha_pos, alpha_neg), gamma=gamma, normalise=normalise)
+            return train_step(model, opt, x, y, w, loss_fn=loss_fn, clipnorm=clip)
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
         def monitored(x, y, w):
             p = tf.clip_by_value(model(x, training=False)[..., 0], 1e-7, 1 - 1e-7)
             bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
@@ -200,14 +223,16 @@ class TaggerTrainer:
                 "monitor_steps": np.array(mon_steps), "monitor_loss": np.array(mon_loss)}
 
 
-_TRAINERS: dict[int, TaggerTrainer] = {}
+_TRAINERS: dict[tuple, TaggerTrainer] = {}
 
 
-def trainer_for(units: int) -> TaggerTrainer:
-    """The process-wide TaggerTrainer for `units` (compiled once per input shape)."""
-    if units not in _TRAINERS:
-        _TRAINERS[units] = TaggerTrainer(units)
-    return _TRAINERS[units]
+def trainer_for(units: int, *, loss=None, step=None, jit_compile: bool = True) -> TaggerTrainer:
+    """The process-wide TaggerTrainer for `units`, this loss and step (None: the defaults) and
+    jit_compile, compiled once per input shape."""
+    key = (units, loss or per_step_loss, step or adam_step, bool(jit_compile))
+    if key not in _TRAINERS:
+        _TRAINERS[key] = TaggerTrainer(units, loss=loss, step=step, jit_compile=jit_compile)
+    return _TRAINERS[key]
 
 
 def train_run(split: DataSplit, *, remedy: str = "weighted", learning_rate: float = 1e-2,
@@ -216,7 +241,7 @@ def train_run(split: DataSplit, *, remedy: str = "weighted", learning_rate: floa
               lower_lr_factor: float = 0.3, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
               window: int = 64, window_weight: float = 10.0, monitor_every: int = 2,
               spike_ratio: float = 3.0, spike_min_jump: float = 0.02, progress: bool = False,
-              desc: str | None = None) -> tuple[RunResult, object]:
+              desc: str | None = None, loss=None, step=None) -> tuple[RunResult, object]:
     """Train one seeded LSTM tagger with one remedy; return (RunResult, model).
 
     remedy: plain_bce (no weights) | weighted (w on anomalous steps, mean
@@ -231,12 +256,14 @@ def train_run(split: DataSplit, *, remedy: str = "weighted", learning_rate: floa
     are compared on one scale. Metrics are computed on split.test.
     The returned model is shared by later runs of the same `units`: use it
     (or the RunResult's metrics) before the next run.
+    loss, step: the per-step loss and the training step (TaggerTrainer's arguments; None: the
+    defaults per_step_loss and adam_step).
     """
     if remedy not in REMEDIES:
         raise ValueError(f"remedy must be one of {REMEDIES}, got {remedy!r}")
     tr = split.train
     lr = learning_rate * (lower_lr_factor if remedy == "lower_lr" else 1.0)
-    trainer = trainer_for(units)
+    trainer = trainer_for(units, loss=loss, step=step)
     trainer.reset(seed, lr, imb.prior_bias(tr.y) if remedy == "prior_bias" else None)
     x, y = tr.x, tr.y
     kwargs: dict = {}
@@ -283,7 +310,7 @@ def train_run(split: DataSplit, *, remedy: str = "weighted", learning_rate: floa
 
 def replay_until_spike(split: DataSplit, *, learning_rate: float, positive_weight: float, seed: int,
                        snapshot, is_spike, epochs: int = 30, batch_size: int = 32, units: int = 16,
-                       monitor_every: int = 2, after: int = 2) -> dict:
+                       monitor_every: int = 2, after: int = 2, loss=None, step=None) -> dict:
     """Replay the weighted run train_run(split, remedy="weighted", ...) would train — the same
     TaggerTrainer.fit loop, seeded weights and batch order — keeping `snapshot(model, optimizer)` (the
     lesson's own function) before every step, and stop `after` steps past the first monitored point
@@ -293,7 +320,7 @@ def replay_until_spike(split: DataSplit, *, learning_rate: float, positive_weigh
     after every step), flagged_step (1-based, None if the run never spiked) and the trainer (its
     model and optimizer hold the last state; the next train_run resets them)."""
     import tensorflow as tf
-    trainer = trainer_for(units)
+    trainer = trainer_for(units, loss=loss, step=step)
     trainer.reset(seed, learning_rate)
     mon = split.monitor
     w_mon = imb.timestep_weights(mon.y, positive_weight)

@@ -170,6 +170,23 @@ def test_tracker_records_every_n_steps_and_at_the_end(tiny):
     assert np.isnan(cheap.records[-1]["var_rel_error"]) and cheap.records[-1]["kernel_norm"] > 0
 
 
+def test_tracker_measures_the_same_steps_with_several_steps_per_call(tiny):
+    """With steps_per_execution = 2 Keras calls the tracker once per 2 steps; it reads the step from
+    the optimizer, so it measures at the same steps, and the training (same batches) is the same."""
+    import keras
+    from helpers.models import compile_classifier
+    _, x, y = tiny
+    runs = {}
+    for k in (1, 2):
+        keras.utils.set_random_seed(0)
+        model = compile_classifier(rs.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8), steps_per_execution=k)
+        tracker = rs.statistics_tracker(x, every=4)
+        model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0, callbacks=[tracker])   # 8 steps
+        runs[k] = tracker
+    assert list(runs[2].column("step")) == list(runs[1].column("step")) == [0, 4, 8]
+    np.testing.assert_allclose(runs[2].column("var_rel_error"), runs[1].column("var_rel_error"), rtol=1e-5)
+
+
 def test_simulation_view_draws_and_returns_final_errors():
     view = rs.simulation_view(batch_size=8, full_batches=5, seed=0)
     kept, dropped = view(momentum=0.9, last_batch=1, epochs=2)

@@ -147,6 +147,19 @@ def test_sweep_run_resets_to_the_same_start(digits):
     assert table.highlight == {0}
 
 
+def test_sweep_run_with_other_epochs_reuses_the_model_and_is_not_stored(digits):
+    n = 256
+    sweep = sb.Sweep(digits.x_train[:n], digits.y_train[:n], digits.x_test[:64], digits.y_test[:64],
+                     epochs=1, learning_rate=1e-3, seed=0, train_mode=False)
+    model = sweep.model("batch")
+    longer = sweep.run("batch", "iid", 32, epochs=3)
+    assert sweep.model("batch") is model and not sweep.results     # same compiled model, nothing stored
+    assert longer.epochs == 3 and int(model.optimizer.iterations.numpy()) == 3 * (n // 32)
+    fresh = sb.Sweep(digits.x_train[:n], digits.y_train[:n], digits.x_test[:64], digits.y_test[:64],
+                     epochs=3, learning_rate=1e-3, seed=0, train_mode=False).run("batch", "iid", 32)
+    assert (longer.acc, longer.acc_precise) == (fresh.acc, fresh.acc_precise)   # the same run as a sweep of 3 epochs
+
+
 def test_svg_histogram_is_valid_svg_with_labels():
     import xml.etree.ElementTree as ET
     svg = sb.svg_histogram(np.array([0.1, 0.2, 0.2, 3.9, 9.0]), bins=4, value_range=(0.0, 4.0), title="t <1>",
@@ -182,6 +195,9 @@ def test_sweep_uses_the_given_builder_and_callbacks(digits):
                      epochs=2, learning_rate=1e-3, seed=5, build=build, train_mode=False,
                      callbacks=lambda norm, total: [Count()] if total == 2 * (128 // 16) else [])
     res = sweep.run("mine", "iid", 16)
-    assert built == [("mine", 5)] and seen == [0, 1]
+    assert built == [("mine", 5)] and seen == [0]   # the run's epochs are one fit epoch (see Sweep)
     assert res.acc_train_mode is None and res.acc_precise is not None  # BN layers: precise BN scored
     assert res.steps == 128 // 16
+    # exactly epochs x steps training steps, although 100 steps per call do not divide an 8-step epoch
+    # (two fit epochs of 8 steps at steps_per_execution=100 would have trained 32)
+    assert int(sweep.model("mine").optimizer.iterations.numpy()) == 2 * (128 // 16)

@@ -165,3 +165,52 @@ def test_regenerate_writes_rows_and_provenance(tmp_path):
     assert info["rows"] == 1 and "--first-seed 7" in info["command"]
     for key in ("tensorflow", "keras", "numpy", "python", "machine", "cpu_count", "started_utc", "finished_utc"):
         assert info[key] not in ("", None), key
+
+
+def test_after_fit_summary_counts_only_past_the_fit():
+    """Spikes and batch losses before the fitted step are ignored; a spike after it is counted."""
+    check = spikes.ASKER_DEFAULTS["check_step"]
+    n = 200
+    ms = np.arange(0, n + 1, 2)
+    ml = np.full(len(ms), 0.05)
+    ml[5] = 5.0                       # a spike at step 10, during the descent
+    ml[80] = 1.0                      # a spike at step 160, after the fit
+    bl = np.full(n, 0.01)
+    bl[3], bl[150] = 9.0, 0.5          # the largest batch loss after the fit is at step 151
+    pos = np.arange(n)
+    log = {"monitor_steps": ms, "monitor_loss": ml, "batch_loss": bl, "batch_positives": pos}
+    out = spikes.after_fit_summary(log, 100, n)
+    assert out["spikes_after_fit"] == 1
+    assert out["max_batch_loss_after_fit"] == 0.5 and out["positives_in_max_batch"] == 150
+    assert out["median_batch_loss_after_fit"] == pytest.approx(0.01)
+    assert out["max_monitored_ratio_after_fit"] == pytest.approx(20.0)
+    assert out["monitor_loss_at_check"] == pytest.approx(ml[ms == check][0])
+    assert out["batch_loss_sum_to_check"] == pytest.approx(bl[:check].sum())
+    never = spikes.after_fit_summary(log, None, n)
+    assert never["spikes_after_fit"] == 0 and np.isnan(never["max_batch_loss_after_fit"])
+
+
+def test_a_committed_asker_row_is_reproduced():
+    """Seed 3's first check_step steps (the notebook's seeds 0-2 retrain rows 0-2) against the table."""
+    rows = spikes.read_csv_rows(spikes.DATA_DIR / "asker_regime.csv")
+    committed = next(r for r in rows if r["seed"] == 3 and r["label_jitter"] == 0)
+    live = spikes.asker_run(3, steps=spikes.ASKER_DEFAULTS["check_step"], evaluate=False)
+    for name in ("monitor_loss_at_check", "batch_loss_sum_to_check"):
+        assert live[name] == pytest.approx(committed[name], rel=0.01), name
+    assert len(live["batch_loss"]) == spikes.ASKER_DEFAULTS["check_step"]
+    assert live["positive_share"] == pytest.approx(committed["positive_share"], rel=1e-4)
+
+
+def test_regenerate_refuses_bad_label_jitters_and_jobs(capsys):
+    from helpers.spikes import regenerate
+    for bad in ("0,2", "a", "0,0.1,0.2,0.3,0.4"):
+        with pytest.raises(SystemExit) as exc:
+            regenerate.main(["asker", "--label-jitters", bad])
+        assert exc.value.code == 2
+    for argv in (["asker", "--jobs", "9"], ["asker", "--steps", "10"], ["asker", "--steps", "100000"]):
+        with pytest.raises(SystemExit) as exc:
+            regenerate.main(argv)
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--label-jitters must be 1–4 comma-separated values in [0, 1]" in err and "--jobs must be 1–8" in err
+    assert "--steps must be 60–5000, got 10" in err and "got 100000" in err

@@ -4,7 +4,7 @@ import pytest
 
 from helpers.workbook.environment import seed_everything
 from helpers.models import compile_classifier, mlp
-from helpers.training import History, accuracy, epoch_log, progress_callback, train
+from helpers.training import History, accuracy, epoch_log, progress_callback, steps_per_call, train
 
 
 def _data(n=96):
@@ -87,3 +87,30 @@ def test_interact_panel_shows_a_returned_table(monkeypatch):
     panel.children[0].value = 2
     tables = [o for o in shown if isinstance(o, Table)]
     assert [t.rows for t in tables] == [[[4]]], "a returned Table is displayed; a plain dict is not"
+
+
+def test_steps_per_call_divides_the_epoch():
+    assert steps_per_call(45) == 45 and steps_per_call(45, cap=15) == 15 and steps_per_call(45, cap=14) == 9
+    assert steps_per_call(44, cap=15, every=45) == 1          # no common divisor but 1
+    assert steps_per_call(45, every=15) == 15 and steps_per_call(719) == 1   # 719 is prime
+    with pytest.raises(ValueError):
+        steps_per_call(0)
+
+
+def test_a_dividing_steps_per_execution_trains_the_same_steps():
+    """A block dividing the epoch: exactly epochs x steps, the same weights as one step per call;
+    a block that does not divide it overruns into the next epoch, and here the data runs out
+    before the last epoch and is restarted: more steps are trained."""
+    import tensorflow as tf
+    x, y = _data()                               # 96 samples: 6 steps of 16 per epoch, 4 epochs
+    weights, iterations = {}, {}
+    for k in (1, steps_per_call(6, cap=4), 4):
+        seed_everything(0)
+        model = compile_classifier(mlp((16,)), learning_rate=1e-2, steps_per_execution=k)
+        data = tf.data.Dataset.from_tensor_slices((np.concatenate([x] * 4), np.concatenate([y] * 4))).batch(16)
+        train(model, data, epochs=4, steps_per_epoch=6, progress=False)
+        weights[k], iterations[k] = model.get_weights(), int(model.optimizer.iterations.numpy())
+    assert steps_per_call(6, cap=4) == 3 and iterations[1] == iterations[3] == 24
+    for a, b in zip(weights[1], weights[3]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert iterations[4] == 32                   # 8 steps per epoch: 24 batches gone after 3 epochs, then 8 more
