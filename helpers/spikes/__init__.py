@@ -5,7 +5,7 @@
     training     make_split, TaggerTrainer (one compiled step; the loss and the step are its arguments,
                  default per_step_loss / adam_step), train_run → RunResult,
                  replay_until_spike (a weighted run replayed with snapshots up to its first spike)
-    asker        the asker's regime: Adam 1e-3, w = neg/pos, 1,024-step series, trained to fit, spikes after it
+    asker        the asker's regime: Adam 1e-3, batch 128, w = neg/pos, 512-step series, spikes after the fit
     sweeps       spike-map cells and remedy runs over seeds, their summaries and the remedy choice
     committed    the committed CSVs: columns, reading, appending, provenance, row comparison
     plots        figures and widget views

@@ -1,4 +1,4 @@
-"""The asker's regime (lesson 06): Adam at 1e-3, w = neg/pos, long series, trained until it fits.
+"""The asker's regime (lesson 06): Adam at 1e-3, batch 128, w = neg/pos, long series, trained toward a fit.
 
     ASKER_DEFAULTS        the sizes every row of data/asker_regime.csv is trained at
     asker_split(seed, …)  train / monitor / validation series of one seed at those sizes
@@ -23,8 +23,8 @@ from .flags import flag_spikes, jumps_above_median, running_median_ratio
 from .training import make_split, trainer_for
 
 # 2 × LSTM(16), Adam 1e-3, the asker's batch of 128, 512-step series: 20 % of the series hold 2 labelled
-# steps, so the positive share is at most 0.2·2/512 ≈ 0.08 % (the asker: 0.2·2/4096 ≈ 0.01 %) and a batch
-# holds about 40 positives (the asker: about 51). Not XLA: on a CPU a plain graph's step hardly grows
+# steps, so the positive share is about 0.2·2/512 ≈ 0.08 % (the asker: 0.2·2/4096 ≈ 0.01 %) and a batch
+# holds about 50 positives (the asker: about 51; data/asker_regime.csv gives each seed's share). Not XLA: on a CPU a plain graph's step hardly grows
 # with the batch, XLA's grows in proportion.
 ASKER_DEFAULTS = dict(n_series=1400, timesteps=512, frac_series_with_anomaly=0.2, anomalies_per_series=2,
                       amplitude=2.0, learning_rate=1e-3, units=16, batch_size=128, steps=700,
@@ -75,16 +75,17 @@ def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None,
     return {"seed": seed, "label_jitter": label_jitter, "cfg": cfg, "positive_weight": w_pos,
             "positive_share": float(tr.y.mean()), **log, "eval_steps": np.array(eval_steps),
             "eval_pr_auc": np.array(eval_pr_auc, dtype=float), "fitted_step": fitted, "seconds": seconds,
-            **after_fit_summary(log, fitted, n_steps)}
+            **after_fit_summary(log, fitted, n_steps, cfg["check_step"])}
 
 
-def after_fit_summary(log: dict, fitted_step: int | None, n_steps: int) -> dict:
+def after_fit_summary(log: dict, fitted_step: int | None, n_steps: int, check_step: int | None = None) -> dict:
     """Spikes and batch losses over the steps after `fitted_step` (all NaN / 0 if never fitted): the
     monitored spike count (flags on the whole monitored curve, counted past the fit), the largest
     monitored ratio and jump there, the median and the largest batch loss there, and the positives
-    of the batch with the largest loss. Also the monitored loss at ASKER_DEFAULTS' check_step."""
+    of the batch with the largest loss. Also the monitored loss at `check_step` (default ASKER_DEFAULTS')
+    and the sum of the batch losses up to it, which a re-run of a row's first steps is compared on."""
     ms, ml, bl = log["monitor_steps"], log["monitor_loss"], log["batch_loss"]
-    check_step = ASKER_DEFAULTS["check_step"]
+    check_step = check_step or ASKER_DEFAULTS["check_step"]
     at_check = float(ml[ms == check_step][0]) if (ms == check_step).any() else float("nan")
     out = {"monitor_loss_at_check": at_check, "batch_loss_sum_to_check": float(bl[:check_step].sum())}
     if fitted_step is None or fitted_step >= n_steps:
