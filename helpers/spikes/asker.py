@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from .. import imbalanced as imb
-from .flags import flag_spikes, jumps_above_median, running_median_ratio
+from .flags import flag_spikes, running_median, running_median_ratio
 from .training import make_split, trainer_for
 
 # 2 × LSTM(16), Adam 1e-3, the asker's batch of 128, 512-step series: 20 % of the series hold 2 labelled
@@ -95,7 +95,7 @@ def after_fit_summary(log: dict, fitted_step: int | None, n_steps: int, check_st
     flags = flag_spikes(ml)
     after = ms > fitted_step
     ratio = running_median_ratio(ml)
-    jumps = np.concatenate([np.full(3, np.nan), jumps_above_median(ml)])[:len(ml)]
+    jumps = ml - running_median(ml)          # NaN where there are too few previous points
     tail = bl[fitted_step:]
     k = int(np.argmax(tail))
     return {**out, "spikes_after_fit": int((flags & after).sum()),
