@@ -23,8 +23,11 @@ ARGS ?=
 run: $(STAMP)
 	$(PY) -m helpers.workbook.run_all $(ARGS)
 
-# Regenerate lesson 06's committed tables (data/spike_map.csv, data/remedies.csv, data/asker_regime.csv) with provenance.
+# Regenerate the committed tables with provenance: lesson 02's data/mnist1d_runs.csv, lesson 04's
+# data/long_runs.csv, then lesson 06's data/spike_map.csv, data/remedies.csv and data/asker_regime.csv.
 data: $(STAMP)
+	$(PY) -m helpers.small_batches
+	$(PY) -m helpers.long_runs
 	$(PY) -m helpers.spikes.regenerate
 
 test: $(STAMP)

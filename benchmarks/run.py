@@ -11,7 +11,9 @@ Every time a notebook records as a finding (names ending _s / _ms, or with
 otherwise. Check cells and tests never assert times; this is where they are judged.
 The `python -m helpers.diagnose` CLI is timed through benchmarks/diagnose_cli.py
 (~1M parameters, 10,000 examples) on whole runs, or with --diagnose-cli next to
---only; --skip-diagnose-cli skips it.
+--only; --skip-diagnose-cli skips it. Lesson 06's tagger at the asker's full size (7,000 × 4,096,
+LSTM(64), batch 128) is timed over a few steps by benchmarks/full_scale_06.py, shown without a
+budget (--full-scale with --only; --skip-full-scale skips it).
 
 Prints the table and writes <build>/bench.md and <build>/bench.json
 (<build> = $WORKBOOK_BUILD_DIR or build/). Executed notebooks and their
@@ -143,6 +145,30 @@ def measure_diagnose_cli(report: B.Report, log=print) -> None:
                              "bytes", failed=failed, others_cores=watch.others_cores))
 
 
+def measure_full_scale(report: B.Report, log=print) -> None:
+    """Lesson 06's model at the asker's size (benchmarks/full_scale_06.py, a child process): rows without budgets."""
+    from .measure import KernelWatcher
+    log("· lesson 06's tagger at full size, a few training steps (benchmarks/full_scale_06.py) ...", flush=True)
+    with KernelWatcher() as watch:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.full_scale_06"], capture_output=True, text=True,
+                              cwd=REPO)
+    try:
+        own = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        report.rows.append(B.Row("lesson 06 at full size: one training step", "06_imbalanced_timestep_labels", None,
+                                 None, "s", (proc.stderr or proc.stdout).strip()[-200:], failed=True))
+        return
+    subject = "06_imbalanced_timestep_labels"
+    detail = f"{own['shape']}; others busy {watch.others_cores:.1f} cores"
+    report.rows.append(B.Row(f"full size: one training step (median of {own['steps_timed']}, after a "
+                             f"{own['first_step_s']:.1f} s first step)", subject, own["step_median_s"], None, "s",
+                             detail, others_cores=watch.others_cores))
+    report.rows.append(B.Row(f"full size: one epoch ({own['steps_per_epoch']} steps at that median)", subject,
+                             own["epoch_s"], None, "s", detail, others_cores=watch.others_cores))
+    report.rows.append(B.Row("full size: peak memory of the process", subject, own["peak_bytes"], None, "bytes",
+                             detail, others_cores=watch.others_cores))
+
+
 def measure_notebooks(paths, out: Path, setup_repeats: int, skip_setup: bool, report: B.Report,
                       log=print) -> list:
     from .measure import KernelWatcher, run_notebook, setup_time
@@ -212,6 +238,9 @@ def main(argv=None) -> int:
     parser.add_argument("--diagnose-cli", action="store_true",
                         help="time the diagnosis CLI even with --only (it runs by default on whole runs)")
     parser.add_argument("--skip-diagnose-cli", action="store_true")
+    parser.add_argument("--full-scale", action="store_true",
+                        help="time lesson 06's tagger at the asker's full size even with --only (default on whole runs)")
+    parser.add_argument("--skip-full-scale", action="store_true")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a budget is not met")
     args = parser.parse_args(argv)
 
@@ -240,6 +269,10 @@ def main(argv=None) -> int:
             measure_diagnose_cli(report)
     elif want_diagnose:
         report.notes.append("benchmarks/diagnose_cli.py does not exist yet: the diagnosis CLI was not timed.")
+
+    if (args.full_scale or not args.only) and not args.skip_full_scale:
+        with stderr_to(out / "stderr.log"):
+            measure_full_scale(report)
 
     others = [r.others_cores for r in runs if r.others_cores == r.others_cores]
     report.machine["others_cores"] = statistics.mean(others) if others else float("nan")

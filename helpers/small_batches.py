@@ -12,6 +12,9 @@ What the lesson measures, as plain functions with explicit arguments and seeds:
     Sweep                                trains a model builder (the notebook's) over norms x batch sizes x
                                          batch orders, reusing one compiled model per normalization (fast)
     sweep_table / remedies_table         the tables a learner compares
+    committed_mnist1d_rows / row_matches the MNIST-1D runs committed in data/mnist1d_runs.csv, and the check of a
+                                         retrained row; `python -m helpers.small_batches` regenerates that table
+                                         (regenerate_mnist1d, with the page's builder: page_builder)
     estimator_panel(...)                 the widget function (live estimator + highlighted sweep row)
 
 Array shapes are given in each docstring. Importing this module has no side effects.
@@ -219,28 +222,6 @@ def bn_sample_counts(model, batch_size: int) -> list[int]:
     return [int(batch_size * np.prod(layer.input.shape[1:-1])) for layer in bn_layers(model)]
 
 
-class _Traced:
-    """A model whose calls go through one tf.function (an eager Keras call costs tens of ms,
-    and scoring a test set at batch 2 takes ~180 of them). It exposes the model's layers, so
-    helpers.training.accuracy saves and restores its BN state as for the model itself."""
-
-    def __init__(self, model):
-        import tensorflow as tf
-        self.model, self.layers = model, model.layers
-        self._fn = {t: tf.function(lambda x, t=t: model(x, training=t), reduce_retracing=True) for t in (False, True)}
-
-    def __call__(self, x, training=False):
-        return self._fn[bool(training)](x)
-
-
-def _traced(model) -> _Traced:
-    traced = getattr(model, "_lesson02_traced", None)
-    if traced is None:
-        traced = _Traced(model)
-        object.__setattr__(model, "_lesson02_traced", traced)  # cached: no retracing per run
-    return traced
-
-
 def accuracy_on_batches(model, x: np.ndarray, y: np.ndarray, batch_size: int, order: str = "iid",
                         seed: int = 0) -> float:
     """Training-mode accuracy with the test set cut into batches of `batch_size` in `order`.
@@ -248,11 +229,13 @@ def accuracy_on_batches(model, x: np.ndarray, y: np.ndarray, batch_size: int, or
     x (N, ...), y (N,). "iid": shuffled batches; "grouped": same-class batches. Partial
     batches are dropped (Keras BN on one sample returns beta). Only the order is built
     here; the scoring is `helpers.training.accuracy(..., training=True)`, which leaves
-    the moving statistics untouched.
+    the moving statistics untouched. The calls go through one tf.function per model and
+    mode (`compiled=True`, traced once for every batch size): an eager Keras call costs
+    tens of ms, and scoring a test set at batch 2 takes ~180 of them.
     """
     batches = epoch_batches(y, batch_size, order, np.random.default_rng(seed), drop_remainder=True)
     idx = np.concatenate(batches)
-    return accuracy(_traced(model), x[idx], y[idx], training=True, batch_size=batch_size)
+    return accuracy(model, x[idx], y[idx], training=True, batch_size=batch_size, compiled=True)
 
 
 # ------------------------------------------------------------------ training
@@ -344,9 +327,12 @@ class Sweep:
 
     def _model(self, norm: str):
         if norm not in self._models:
-            from .models import compile_classifier
+            import keras
             model = self.build(norm, self.seed)
-            compile_classifier(model, learning_rate=self.learning_rate, steps_per_execution=self.steps_per_execution)
+            # Adam and the cross-entropy of helpers.models.compile_classifier, without its accuracy metric:
+            # nothing here reads it, and it adds ops to every training step and to the traced graph.
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+                          loss="sparse_categorical_crossentropy", steps_per_execution=self.steps_per_execution)
             model.optimizer.build(model.trainable_variables)
             self._models[norm] = (model, model.get_weights(), [np.asarray(v) for v in model.optimizer.variables])
         return self._models[norm]
@@ -385,19 +371,19 @@ class Sweep:
         epochs = epochs or self.epochs
         model, steps, seconds = self.train(norm, order, batch_size, epochs)
         xt, yt = self.x_test, self.y_test
-        res = RunResult(norm, order, batch_size, epochs, self.learning_rate, steps, seconds,
-                        accuracy(model, xt, yt),
+        score = lambda: accuracy(model, xt, yt, compiled=True)  # noqa: E731  (one tf.function per model)
+        res = RunResult(norm, order, batch_size, epochs, self.learning_rate, steps, seconds, score(),
                         accuracy_on_batches(model, xt, yt, batch_size, seed=self.seed) if self.train_mode else None)
         if bn_layers(model) and not norm.startswith("renorm"):
             with scaled_moving_variance(model, batch_size / (batch_size - 1)):
-                res.acc_corrected = accuracy(model, xt, yt)
+                res.acc_corrected = score()
             with scaled_moving_variance(model, [n / (n - 1) for n in bn_sample_counts(model, batch_size)]):
-                res.acc_corrected_per_layer = accuracy(model, xt, yt)
+                res.acc_corrected_per_layer = score()
             if precise:
                 t0 = time.perf_counter()
-                precise_bn(model, self.x_train)
+                precise_bn(model, self.x_train, compiled=True)
                 res.precise_seconds = time.perf_counter() - t0
-                res.acc_precise = accuracy(model, xt, yt)
+                res.acc_precise = score()
         if epochs == self.epochs:
             self.results[res.key] = res
         return res
@@ -433,6 +419,108 @@ def remedies_table(rows: Sequence[tuple[str, float, float, str]]) -> Table:
     """rows: (remedy, test accuracy, extra seconds measured, what it costs)."""
     return Table(["remedy (correlated batches of 2 unless stated)", "test acc", "seconds", "cost"],
                  [list(r) for r in rows], digits=3)
+
+
+# ------------------------------------------- MNIST-1D runs: the committed table
+
+MNIST1D_TABLE = "mnist1d_runs.csv"          # under data/ (helpers.workbook.committed.DATA_DIR)
+MNIST1D_COLUMNS = ["seed", "mnist1d_epochs", "learning_rate", "norm", "batch_size", "epochs", "steps",
+                   "acc", "acc_precise", "train_seconds"]
+MNIST1D_SEEDS = (0, 1, 2)
+# the notebook's defaults: the table holds these settings only; any other setting trains every row live
+MNIST1D_DEFAULTS = {"mnist1d_epochs": 2, "learning_rate": 0.001}
+# a recomputed row must give the committed accuracies within 5 of the 1,000 test signals: the same seed and
+# code give the same numbers on the machine that wrote the table; the margin is for another CPU's rounding
+MNIST1D_ROW_TOLERANCE = 0.005
+NOTEBOOK_02 = "02_batchnorm_small_batches"
+
+
+def mnist1d_settings(mnist1d_epochs: int) -> list[tuple[str, int, int]]:
+    """(norm, batch size, epochs) of lesson 02's MNIST-1D rows: BN, dense LayerNorm and GroupNorm at i.i.d.
+    batch 2 for `mnist1d_epochs`, and BN at batch 32 with as many steps (16x the epochs)."""
+    return [("batch", 2, mnist1d_epochs), ("dense_ln", 2, mnist1d_epochs), ("group", 2, mnist1d_epochs),
+            ("batch", 32, 16 * mnist1d_epochs)]
+
+
+def mnist1d_row(res: RunResult, seed: int, mnist1d_epochs: int) -> dict:
+    """One RunResult as a row of the committed table (MNIST1D_COLUMNS)."""
+    return {"seed": seed, "mnist1d_epochs": mnist1d_epochs, "learning_rate": res.learning_rate, "norm": res.norm,
+            "batch_size": res.batch_size, "epochs": res.epochs, "steps": res.steps, "acc": res.acc,
+            "acc_precise": "" if res.acc_precise is None else res.acc_precise,
+            "train_seconds": round(res.train_seconds, 2)}
+
+
+def result_from_row(row: dict) -> RunResult:
+    """A committed row as the RunResult the notebook's tables and checks read (scored in inference mode only)."""
+    return RunResult(row["norm"], "iid", int(row["batch_size"]), int(row["epochs"]), float(row["learning_rate"]),
+                     int(row["steps"]), float(row["train_seconds"]), float(row["acc"]), None,
+                     None if row["acc_precise"] == "" else float(row["acc_precise"]))
+
+
+def committed_mnist1d_rows(seed: int, mnist1d_epochs: int, learning_rate: float, path=None) -> dict:
+    """{(norm, batch size): row} of the committed table for this setting; {} when it is not tabulated."""
+    from .workbook.committed import DATA_DIR, read_csv_rows
+    path = path or DATA_DIR / MNIST1D_TABLE
+    rows = read_csv_rows(path, keep_text=("norm",))
+    return {(r["norm"], int(r["batch_size"])): r for r in rows
+            if int(r["seed"]) == seed and int(r["mnist1d_epochs"]) == mnist1d_epochs
+            and abs(float(r["learning_rate"]) - learning_rate) <= 1e-12}
+
+
+def row_matches(live: RunResult, row: dict, tol: float = MNIST1D_ROW_TOLERANCE) -> tuple[bool, float]:
+    """(same steps and every accuracy within tol, largest |difference|) of a recomputed run and its committed row."""
+    pairs = [(live.acc, float(row["acc"]))]
+    if live.acc_precise is not None or row["acc_precise"] != "":
+        pairs.append((live.acc_precise, float(row["acc_precise"])))
+    diff = max(abs(a - b) for a, b in pairs)
+    same_steps = (live.steps, live.epochs) == (int(row["steps"]), int(row["epochs"]))
+    return bool(same_steps and diff <= tol), float(diff)
+
+
+def page_builder(cell_id: str = "a02bldc"):
+    """build(norm, seed, input_shape) as lesson 02 writes it on the page: the source of the notebook's builder
+    cell, executed here, so the committed table and the tests train the lesson's own model."""
+    import json
+    import keras
+    from .workbook.notebooks import notebook_path
+    nb = json.loads(notebook_path(NOTEBOOK_02).read_text(encoding="utf-8"))
+    source = next("".join(c["source"]) for c in nb["cells"] if c.get("id") == cell_id)
+    namespace = {"keras": keras, "np": np, "Table": Table}
+    exec(compile(source, f"{NOTEBOOK_02}.ipynb:{cell_id}", "exec"), namespace)
+    return namespace["build"]
+
+
+def mnist1d_sweep(build, data, seed: int, mnist1d_epochs: int, learning_rate: float) -> Sweep:
+    """The Sweep lesson 02 trains its MNIST-1D rows with: `build(norm, seed, input_shape)` is the page's builder."""
+    return Sweep(data.x_train, data.y_train, data.x_test, data.y_test, epochs=mnist1d_epochs,
+                 learning_rate=learning_rate, seed=seed, train_mode=False,
+                 build=lambda norm, s: build(norm, s, input_shape=data.x_train.shape[1:]))
+
+
+def regenerate_mnist1d(out=None, seeds: Sequence[int] = MNIST1D_SEEDS, command: str = "") -> list[dict]:
+    """Train every row of the MNIST-1D table (the page's builder, the notebook's defaults) for `seeds`;
+    write the CSV and its provenance file. Returns the rows."""
+    from tqdm.auto import tqdm
+    from .mnist1d import load_mnist1d
+    from .workbook.committed import DATA_DIR, append_rows, provenance, start_table, utc_now, write_provenance
+    import os
+    from pathlib import Path
+    out = Path(out or DATA_DIR / MNIST1D_TABLE)
+    partial = out.with_name(out.name + ".partial")       # replaces `out` only once every row is written
+    build, data = page_builder(), load_mnist1d()
+    epochs, lr = MNIST1D_DEFAULTS["mnist1d_epochs"], MNIST1D_DEFAULTS["learning_rate"]
+    started, rows = utc_now(), []
+    start_table(partial, MNIST1D_COLUMNS)
+    for seed in tqdm(list(seeds), desc="MNIST-1D table", unit="seed"):
+        sweep = mnist1d_sweep(build, data, seed, epochs, lr)
+        seed_rows = [mnist1d_row(sweep.run(norm, "iid", b, epochs=e), seed, epochs)
+                     for norm, b, e in mnist1d_settings(epochs)]
+        append_rows(partial, MNIST1D_COLUMNS, seed_rows)
+        rows += seed_rows
+    os.replace(partial, out)
+    write_provenance(out, provenance(command or "python -m helpers.small_batches", started=started,
+                                     finished=utc_now(), rows=len(rows), seeds=list(seeds), **MNIST1D_DEFAULTS))
+    return rows
 
 
 # ------------------------------------------------------------------- plots
@@ -592,3 +680,30 @@ def estimator_panel(values: np.ndarray, labels: np.ndarray, results: Sequence[Ru
                         + ("" if any((r.order, r.batch_size) == (order, m) for r in results)
                            else " (not in the sweep)"))
     return table  # ipywidgets.interactive displays the returned table under the histogram
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """`python -m helpers.small_batches [--seeds 0,1,2] [--out data/mnist1d_runs.csv]`: regenerate lesson 02's
+    MNIST-1D table (see data/README.md)."""
+    import argparse
+    import sys
+    from .workbook.environment import quiet_tensorflow
+    quiet_tensorflow()   # the notebook kernel's TensorFlow settings (TF_ENABLE_ONEDNN_OPTS=0), before TF loads
+    parser = argparse.ArgumentParser(prog="python -m helpers.small_batches", description=_main.__doc__)
+    parser.add_argument("--seeds", default=",".join(map(str, MNIST1D_SEEDS)), help="comma-separated seeds")
+    parser.add_argument("--out", default=None, help=f"CSV to write (default: data/{MNIST1D_TABLE})")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds) or len(seeds) > 10:
+        parser.error(f"--seeds {args.seeds!r}: expected 1–10 distinct seeds ≥ 0")
+    command = "python -m helpers.small_batches " + " ".join(sys.argv[1:] if argv is None else argv)
+    rows = regenerate_mnist1d(args.out, seeds, command.strip())
+    print(f"wrote {len(rows)} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

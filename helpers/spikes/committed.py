@@ -1,22 +1,16 @@
-"""The committed tables of lesson 06: columns, reading, writing, provenance.
+"""The committed tables of lesson 06: columns, parsing and row comparison.
 
     SPIKE_MAP_COLUMNS / REMEDY_COLUMNS / ASKER_COLUMNS    the CSV headers
-    read_spike_map(path), read_csv_rows(path)   rows with numbers parsed
-    append_rows(path, columns, rows)      append (writing the header for a new file)
-    provenance(command, ...)              command, versions, date and machine of a regeneration
-    write_provenance(csv_path, info)      <table>.provenance.json next to the CSV
+    read_spike_map(path)                  rows with numbers parsed
     matches_row(live, committed, ...)     compare a recomputed row with the committed one
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
-import platform
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
+
+from ..workbook.committed import (DATA_DIR, append_rows, provenance, provenance_path, read_csv_rows,  # noqa: F401
+                                  start_table, utc_now, write_provenance)
 
 SWEEP_COLUMNS = ["learning_rate", "positive_weight", "weight_value", "seed", "spiked", "n_spikes",
                  "max_monitored_ratio", "max_monitored_jump", "max_batch_ratio", "pr_auc",
@@ -38,76 +32,9 @@ ASKER_COLUMNS = ["seed", "label_jitter", "timesteps", "batch_size", "learning_ra
 COMPARED = ("max_monitored_ratio", "max_monitored_jump", "pr_auc", "event_recall")
 
 
-def read_csv_rows(path: str | Path, keep_text: tuple[str, ...] = ()) -> list[dict]:
-    """CSV rows with numbers parsed where they parse (ints as int; empty stays ''); the columns
-    named in `keep_text` are kept as written."""
-    out = []
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            rec = {}
-            for k, v in row.items():
-                if k in keep_text:
-                    rec[k] = v
-                    continue
-                try:
-                    rec[k] = int(v) if v.lstrip("-").isdigit() else float(v)
-                except ValueError:
-                    rec[k] = v
-            out.append(rec)
-    return out
-
-
 def read_spike_map(path: str | Path) -> list[dict]:
     """Rows of a spike-map CSV: numbers parsed; positive_weight ("neg/pos" or a number) kept as written."""
     return read_csv_rows(path, keep_text=("positive_weight",))
-
-
-def start_table(path: str | Path, columns: list[str]) -> None:
-    """A new CSV holding only the header."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerow(columns)
-
-
-def append_rows(path: str | Path, columns: list[str], rows: list[dict]) -> None:
-    """Append rows to a CSV (as written by start_table)."""
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, columns)
-        for row in rows:
-            writer.writerow(row)
-
-
-def provenance(command: str, *, started: datetime, finished: datetime, rows: int, **extra) -> dict:
-    """What a regeneration ran on: the command, library versions, UTC dates, machine and CPU count."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-    return {"command": command, "rows": rows,
-            "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "finished_utc": finished.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "wall_seconds": round((finished - started).total_seconds(), 1),
-            "python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "machine": platform.platform(), "processor": platform.machine(),
-            "cpu_count": os.cpu_count(), "env": {k: os.environ.get(k, "") for k in
-                                                 ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")},
-            **extra}
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def provenance_path(csv_path: str | Path) -> Path:
-    p = Path(csv_path)
-    return p.with_name(p.stem + ".provenance.json")
-
-
-def write_provenance(csv_path: str | Path, info: dict) -> Path:
-    """Write <table>.provenance.json next to the CSV; returns its path."""
-    path = provenance_path(csv_path)
-    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return path
 
 
 def matches_row(live: dict, committed: dict, *, rel_tol: float, abs_tol: float = 1e-3,
@@ -124,5 +51,4 @@ def matches_row(live: dict, committed: dict, *, rel_tol: float, abs_tol: float =
             diffs.append(f"{c} {a:.5g} vs {b:.5g}")
     return (not diffs, diffs)
 
-
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"   # the repository's data/, from any working directory
+# reading, writing and provenance are helpers.workbook.committed's, re-exported here

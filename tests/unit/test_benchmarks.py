@@ -18,7 +18,7 @@ from benchmarks.overhead import alternating_order  # noqa: E402
 
 
 @pytest.mark.parametrize("stem, seconds", [
-    ("00_start_here", 30.0), ("01_steps_epochs_and_batches", 90.0), ("02_x", 120.0), ("03_x", 90.0),
+    ("00_start_here", 30.0), ("01_steps_epochs_and_batches", 90.0), ("02_x", 90.0), ("03_x", 90.0),
     ("04_batchnorm_running_statistics", 90.0), ("05_x", 150.0), ("06_x", 180.0),
     ("07_diagnose_your_model", 60.0)])
 def test_notebook_budgets_are_the_issues_budgets(stem, seconds):
@@ -157,7 +157,7 @@ def test_strict_makes_a_missed_budget_exit_non_zero(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("WORKBOOK_BUILD_DIR", str(tmp_path))
     monkeypatch.setattr(run, "measure_overhead", lambda runs, epochs, report, log=print: report.rows.append(
         B.Row("train() / bare fit", "helpers.training", 1.5, B.TRAIN_OVERHEAD_RATIO, "ratio")))
-    args = ["--skip-notebooks", "--skip-diagnose-cli"]
+    args = ["--skip-notebooks", "--skip-diagnose-cli", "--skip-full-scale"]
     assert run.main(args) == 0, "without --strict a missed budget is reported, not fatal"
     assert run.main(args + ["--strict"]) == 1
     doc = json.loads((tmp_path / "bench.json").read_text())
@@ -192,3 +192,44 @@ def test_a_failing_diagnose_cli_is_a_failed_row(monkeypatch):
     report = B.Report(machine={})
     run.measure_diagnose_cli(report, log=lambda *a, **k: None)
     assert [r.verdict for r in report.rows] == [B.FAILED, B.FAILED] and "bad model" in report.rows[0].detail
+
+
+def test_the_full_scale_rows_are_the_scripts_measurements_without_budgets(monkeypatch):
+    import benchmarks.run as run
+
+    class Done:
+        returncode, stderr = 0, ""
+        stdout = json.dumps({"first_step_s": 9.0, "step_median_s": 4.0, "steps_timed": 3, "steps_per_epoch": 54,
+                             "epoch_s": 216.0, "peak_bytes": 3 * 2**30, "shape": "7,000 x 4,096"})
+    monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: Done())
+    report = B.Report(machine={})
+    run.measure_full_scale(report, log=lambda *a, **k: None)
+    step, epoch, memory = report.rows
+    assert (step.value, epoch.value, memory.value) == (4.0, 216.0, 3 * 2**30)
+    assert {r.verdict for r in report.rows} == {B.NO_BUDGET} and "54 steps" in epoch.measure
+
+    class Failed:
+        returncode, stdout, stderr = 1, "", "ResourceExhaustedError: out of memory"
+    monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: Failed())
+    report = B.Report(machine={})
+    run.measure_full_scale(report, log=lambda *a, **k: None)
+    assert [r.verdict for r in report.rows] == [B.FAILED] and "out of memory" in report.rows[0].detail
+
+
+def test_the_full_scale_script_times_the_lessons_loop_on_a_small_shape(monkeypatch):
+    from benchmarks import full_scale_06 as fs
+    monkeypatch.setattr(fs, "TIMESTEPS", 32)
+    monkeypatch.setattr(fs, "UNITS", 4)
+    monkeypatch.setattr(fs, "BATCH", 8)
+    out = fs.measure(steps=2)
+    assert out["steps_timed"] == 2 and len(out["step_times_s"]) == 2
+    assert out["steps_per_epoch"] == 7000 // 8
+    assert out["epoch_s"] == pytest.approx(out["steps_per_epoch"] * out["step_median_s"])
+    assert out["peak_bytes"] > 0
+
+
+def test_the_full_scale_script_refuses_a_bad_step_count(capsys):
+    from benchmarks import full_scale_06 as fs
+    with pytest.raises(SystemExit) as exc:
+        fs.main(["--steps", "0"])
+    assert exc.value.code == 2 and "--steps" in capsys.readouterr().err

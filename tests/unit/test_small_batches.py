@@ -201,3 +201,55 @@ def test_sweep_uses_the_given_builder_and_callbacks(digits):
     # exactly epochs x steps training steps, although 100 steps per call do not divide an 8-step epoch
     # (two fit epochs of 8 steps at steps_per_execution=100 would have trained 32)
     assert int(sweep.model("mine").optimizer.iterations.numpy()) == 2 * (128 // 16)
+
+
+def test_committed_mnist1d_table_is_complete_with_provenance():
+    import json
+    from helpers.workbook.committed import DATA_DIR, provenance_path, read_csv_rows
+    rows = read_csv_rows(DATA_DIR / sb.MNIST1D_TABLE, keep_text=("norm",))
+    epochs, lr = sb.MNIST1D_DEFAULTS["mnist1d_epochs"], sb.MNIST1D_DEFAULTS["learning_rate"]
+    for seed in sb.MNIST1D_SEEDS:
+        got = sb.committed_mnist1d_rows(seed, epochs, lr)
+        assert sorted(got) == sorted((n, b) for n, b, _ in sb.mnist1d_settings(epochs))
+        steps = {k: r["steps"] * r["epochs"] for k, r in got.items()}
+        assert steps[("batch", 32)] == steps[("batch", 2)] == 4000 // 2 * epochs   # equal steps, 4,000 signals
+        assert all(0.0 <= r["acc"] <= 1.0 for r in got.values())
+        assert got[("group", 2)]["acc_precise"] == "" and got[("batch", 2)]["acc_precise"] != ""
+    assert len(rows) == len(sb.MNIST1D_SEEDS) * 4
+    info = json.loads(provenance_path(DATA_DIR / sb.MNIST1D_TABLE).read_text())
+    assert info["command"].startswith("python -m helpers.small_batches") and info["rows"] == len(rows)
+    assert {"tensorflow", "keras", "started_utc", "machine"} <= set(info)
+
+
+def test_committed_mnist1d_rows_only_for_tabulated_settings():
+    assert sb.committed_mnist1d_rows(3, 2, 0.001) == {}
+    assert sb.committed_mnist1d_rows(0, 5, 0.001) == {}
+    assert sb.committed_mnist1d_rows(0, 2, 0.01) == {}
+
+
+def test_mnist1d_row_round_trip_and_row_matches():
+    res = sb.RunResult("batch", "iid", 2, 2, 0.001, 2000, 3.2, 0.31, None, 0.324)
+    row = sb.mnist1d_row(res, seed=0, mnist1d_epochs=2)
+    assert set(row) == set(sb.MNIST1D_COLUMNS)
+    back = sb.result_from_row(row)
+    assert (back.norm, back.batch_size, back.steps, back.acc, back.acc_precise) == ("batch", 2, 2000, 0.31, 0.324)
+    assert sb.row_matches(res, row) == (True, 0.0)
+    off = dict(row, acc_precise=0.324 + 2 * sb.MNIST1D_ROW_TOLERANCE)
+    ok, diff = sb.row_matches(res, off)
+    assert not ok and diff == pytest.approx(2 * sb.MNIST1D_ROW_TOLERANCE)
+    assert not sb.row_matches(res, dict(row, steps=1000))[0]   # other steps: not the same run
+
+
+def test_page_builder_is_the_notebooks():
+    build = sb.page_builder()
+    model = build("dense_ln", 0, input_shape=(40, 1))
+    assert [l.name for l in model.layers if l.name.startswith("norm")] == ["norm0", "norm1", "norm_dense"]
+    assert type(model.get_layer("norm_dense")).__name__ == "LayerNormalization"
+
+
+@pytest.mark.parametrize("seeds", ["a,b", "", "-1", "1,1"])
+def test_the_regenerate_command_refuses_bad_seeds(seeds, capsys):
+    from helpers import small_batches as sb
+    with pytest.raises(SystemExit) as exc:
+        sb._main(["--seeds", seeds])
+    assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+"""helpers.long_runs: lesson 04's committed long runs (data/long_runs.csv), read, compared and regenerated."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import long_runs as lr
+from helpers.workbook.notebooks import declared_parameters, notebook_path
+
+DEFAULTS = declared_parameters(notebook_path(lr.NOTEBOOK))
+SETTINGS = {k: (v if k != "seed" else 0) for k, v in DEFAULTS.items() if k in lr.SETTINGS}
+RUNS = ("plain", "dropout_l2", "noisy_labels")
+
+
+def test_the_committed_table_holds_every_run_of_seeds_0_1_2_at_the_notebook_defaults():
+    table = lr.read_table()
+    evaluated = [e for e in range(1, DEFAULTS["long_epochs"] + 1) if e % 3 == 0 or e == DEFAULTS["long_epochs"]]
+    for seed in (0, 1, 2):
+        for run in RUNS:
+            rows, at_end, precise = table[(lr._key({**SETTINGS, "seed": seed}), run)]
+            assert rows[:, 0].tolist() == evaluated
+            fit, mode, overfit, gap, val = rows[:, 1:].T
+            assert np.all((0 <= fit) & (fit <= 1) & (0 <= val) & (val <= 1))
+            assert np.allclose(gap, fit - val, atol=1e-9)     # the reported gap is fit's accuracy − validation
+            assert np.all(np.abs(mode) <= 1) and np.all(np.abs(overfit) <= 1)
+            assert 0 < at_end <= 1 and 0 < precise <= 1
+            assert abs(val[-1] - at_end) <= 1e-9      # the last evaluated validation accuracy is the one at the end
+
+
+def test_the_provenance_names_the_command_and_its_machine():
+    info = json.loads(lr.committed.provenance_path(lr.TABLE).read_text())
+    assert info["command"].startswith("python -m helpers.long_runs")
+    assert info["seeds"] == [0, 1, 2] and info["notebook"] == lr.NOTEBOOK
+    rows = sum(1 for _ in open(lr.TABLE)) - 1
+    assert info["rows"] == rows == 3 * 3 * len([e for e in range(1, 31) if e % 3 == 0])
+    assert {"tensorflow", "keras", "numpy", "machine", "cpu_count", "started_utc", "finished_utc"} <= set(info)
+
+
+def _fake(value: float):
+    calls = []
+
+    def train():
+        calls.append(1)
+        rows = np.array([[3, 0.5, 0.4, 0.1, 0.4 + value, 0.1 - value], [6, 0.9, 0.0, 0.2, 0.2, 0.7]])
+        return rows, 0.7, 0.71
+    return train, calls
+
+
+def test_modes_read_train_and_compare(tmp_path):
+    settings = {**SETTINGS, "seed": 5}
+    writer = lr.LongRuns("regenerate", settings, path=tmp_path / "none.csv")
+    train, calls = _fake(0.0)
+    writer.get("plain", train)
+    assert calls == [1] and writer.compared == {} and writer.read == []
+    table = writer.save(tmp_path / "t.csv")
+
+    reader = lr.LongRuns("committed", settings, path=table)
+    train, calls = _fake(0.0)
+    rows, at_end, precise = reader.get("plain", train)
+    assert calls == [] and reader.read == ["plain"] and (at_end, precise) == (0.7, 0.71)
+    assert rows.shape == (2, 6) and rows[1, 0] == 6
+    other, calls = _fake(0.0)
+    reader.get("noisy_labels", other)             # not in the table: trained, nothing to compare
+    assert calls == [1] and reader.compared == {}
+
+    live = lr.LongRuns("live", settings, path=table)
+    train, calls = _fake(0.05)                    # the same run but for 0.05 in two columns
+    live.get("plain", train)
+    assert calls == [1] and live.compared["plain"] == pytest.approx(0.05)
+
+    elsewhere = lr.LongRuns("committed", {**settings, "label_noise_fraction": 0.3}, path=table)
+    train, calls = _fake(0.0)
+    elsewhere.get("plain", train)                 # other settings are never read
+    assert calls == [1] and elsewhere.read == []
+
+
+def test_max_difference_refuses_runs_evaluated_at_other_epochs():
+    a = np.array([[3, 0.5, 0, 0, 0, 0.5]])
+    assert lr.max_difference(a, a + [0, 0.25, 0, 0, 0, 0]) == 0.25
+    assert lr.max_difference(a, a + [3, 0, 0, 0, 0, 0]) == float("inf")
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="committed"):
+        lr.LongRuns("cached", SETTINGS)
+
+
+@pytest.mark.parametrize("seeds", ["a,b", "", "-1", "1,1", ",".join(map(str, range(11)))])
+def test_the_command_refuses_bad_seeds(seeds, capsys):
+    with pytest.raises(SystemExit) as exc:
+        lr.main(["--seeds", seeds])
+    assert exc.value.code == 2
+    assert "--seeds" in capsys.readouterr().err
