@@ -82,12 +82,12 @@ class LongRuns:
         self.trained: dict[str, tuple] = {}
         self.compared: dict[str, float] = {}
 
-    def committed(self, name: str):
+    def table_entry(self, name: str):
         """The table's (rows, validation at end, after precise BN) for `name` at these settings, or None."""
         return self.table.get((_key(self.settings), name))
 
     def get(self, name: str, train):
-        found = self.committed(name)
+        found = self.table_entry(name)
         if self.mode == "committed" and found is not None:
             self.read.append(name)
             return found
