@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .workbook import committed
+from .workbook.committed import parse_seeds
 
 TABLE = committed.DATA_DIR / "long_runs.csv"
 NOTEBOOK = "04_batchnorm_running_statistics"
@@ -150,11 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the CSV to write (default data/long_runs.csv)")
     args = parser.parse_args(argv)
     try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2")
-    if not seeds or len(seeds) > 10 or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        parser.error(f"--seeds {args.seeds!r}: expected 1–10 distinct seeds ≥ 0")
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        parser.error(str(exc))
     command = "python -m helpers.long_runs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     path = regenerate(seeds, args.out, command.strip())
     print(f"wrote {path} and {committed.provenance_path(path).name}")

@@ -687,6 +687,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     MNIST-1D table (see data/README.md)."""
     import argparse
     import sys
+    from .workbook.committed import parse_seeds
     from .workbook.environment import quiet_tensorflow
     quiet_tensorflow()   # the notebook kernel's TensorFlow settings (TF_ENABLE_ONEDNN_OPTS=0), before TF loads
     parser = argparse.ArgumentParser(prog="python -m helpers.small_batches", description=_main.__doc__)
@@ -694,11 +695,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help=f"CSV to write (default: data/{MNIST1D_TABLE})")
     args = parser.parse_args(argv)
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2")
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds) or len(seeds) > 10:
-        parser.error(f"--seeds {args.seeds!r}: expected 1–10 distinct seeds ≥ 0")
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        parser.error(str(exc))
     command = "python -m helpers.small_batches " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = regenerate_mnist1d(args.out, seeds, command.strip())
     print(f"wrote {len(rows)} rows")
