@@ -122,6 +122,7 @@ def test_regenerate_commands_pass_the_argument_checks(monkeypatch):
     calls = []
     monkeypatch.setattr(regenerate, "regenerate_spike_map", lambda *a, **k: calls.append(("spike_map", a, k)))
     monkeypatch.setattr(regenerate, "regenerate_remedies", lambda *a, **k: calls.append(("remedies", a, k)))
+    monkeypatch.setattr(regenerate, "regenerate_checkpoints", lambda *a, **k: calls.append(("checkpoints", a, k)))
     monkeypatch.setattr(regenerate, "regenerate_asker", lambda *a, **k: calls.append(("asker", a, k)))
     monkeypatch.setattr(regenerate, "regenerate_asker_parallel", lambda *a, **k: calls.append(("asker", a, k)))
     commands = [c for p in NOTEBOOKS for c in try_next_commands(p) if c.startswith("python -m helpers.spikes.regenerate")]

@@ -1,6 +1,6 @@
 """The committed tables of lesson 06: columns, parsing and row comparison.
 
-    SPIKE_MAP_COLUMNS / REMEDY_COLUMNS / ASKER_COLUMNS    the CSV headers
+    SPIKE_MAP_COLUMNS / ASKER_COLUMNS     the CSV headers (data/remedies.csv's: stretch.STRETCH_COLUMNS)
     read_spike_map(path)                  rows with numbers parsed
     matches_row(live, committed, ...)     compare a recomputed row with the committed one
 """
@@ -16,10 +16,6 @@ SWEEP_COLUMNS = ["learning_rate", "positive_weight", "weight_value", "seed", "sp
                  "max_monitored_ratio", "max_monitored_jump", "max_batch_ratio", "pr_auc",
                  "event_recall", "seconds"]
 SPIKE_MAP_COLUMNS = SWEEP_COLUMNS
-
-REMEDY_COLUMNS = ["remedy", "clipnorm", "seed", "learning_rate", "positive_weight", "spiked", "n_spikes",
-                  "max_monitored_ratio", "max_monitored_jump", "max_batch_ratio", "pr_auc",
-                  "recall_at_p0.5", "event_recall", "false_alarms_per_series", "seconds"]
 
 ASKER_COLUMNS = ["seed", "label_jitter", "timesteps", "batch_size", "learning_rate", "steps", "positive_share",
                  "weight_value", "fitted_step", "pr_auc_at_fit", "pr_auc_final", "spiked_after_fit", "spikes_after_fit",

@@ -2,14 +2,17 @@
 
     python -m helpers.spikes.regenerate                 # both tables, the documented settings
     python -m helpers.spikes.regenerate spike_map --out build/spike_map.csv --seeds 20
-    python -m helpers.spikes.regenerate remedies --out build/remedies.csv --seeds 6 --learning-rate 0.1
     python -m helpers.spikes.regenerate asker --out build/asker_regime.csv --seeds 10 --label-jitters 0,0.5 --jobs 4
+    python -m helpers.spikes.regenerate checkpoints --seeds 0,2    # the fitted models, from asker_regime.csv
+    python -m helpers.spikes.regenerate remedies --out build/remedies.csv --seeds 0,2
 
 Each table gets <table>.provenance.json beside it: the command, library versions,
 UTC start/finish, machine and CPU count. Rows are written as they finish, so an
 interrupted run leaves a valid partial CSV (and no provenance file). The settings of
-the spike map and the remedies are helpers.spikes.SWEEP_DEFAULTS (see data/spike_map.md); those of the
-asker's regime are helpers.spikes.ASKER_DEFAULTS.
+the spike map are helpers.spikes.SWEEP_DEFAULTS (see data/spike_map.md); those of the asker's regime
+helpers.spikes.ASKER_DEFAULTS. The checkpoints are the asker-regime models of the fitted seeds, trained
+to their fitted step (data/asker_checkpoints/, listed with provenance in checkpoints.csv); the remedies table
+(helpers.spikes.stretch) starts every row from one of them. `all` runs them in that order.
 """
 from __future__ import annotations
 
@@ -22,11 +25,14 @@ from pathlib import Path
 
 from . import committed
 from .asker import ASKER_DEFAULTS, asker_row, asker_run
-from .sweeps import remedy_row, remedy_runs, spike_map_cell
+from .stretch import CHECKPOINT_DIR, STRETCH_COLUMNS, STRETCH_DEFAULTS, STRETCH_REMEDIES, make_checkpoint, stretch_row, stretch_run
+from .sweeps import spike_map_cell
+from ..workbook.committed import parse_seeds
 
 SPIKE_MAP_DEFAULTS = dict(out="data/spike_map.csv", seeds=10, learning_rates="0.001,0.03,0.1",
                           positive_weights="30,neg/pos")
-REMEDY_DEFAULTS = dict(out="data/remedies.csv", seeds=6, learning_rate=0.1)
+REMEDY_DEFAULTS = dict(out="data/remedies.csv", seeds=",".join(map(str, STRETCH_DEFAULTS["seeds"])))
+CHECKPOINT_DEFAULTS = dict(seeds=REMEDY_DEFAULTS["seeds"])
 ASKER_TABLE_DEFAULTS = dict(out="data/asker_regime.csv", seeds=10, label_jitters="0", jobs=4)
 MAX_SEEDS = 50            # each seed is one ~210-step run per cell: 50 seeds × 6 cells stays within hours
 MAX_LEARNING_RATES = 6
@@ -73,16 +79,40 @@ def regenerate_spike_map(out: str | Path, seeds: int, learning_rates: str, posit
     return _write_table(out, committed.SPIKE_MAP_COLUMNS, command, produce())
 
 
-def regenerate_remedies(out: str | Path, seeds: int, learning_rate: float, first_seed: int = 0,
-                        command: str = "") -> Path:
-    """Every remedy on each seed at one learning rate, w = neg/pos. Returns the CSV path."""
+def regenerate_remedies(out: str | Path, seeds: str, command: str = "") -> Path:
+    """The remedies against a stretch of positive-free batches (helpers.spikes.stretch), from each seed's
+    checkpoint: every remedy at STRETCH_DEFAULTS' stretch, and the baseline at the shorter stretches too."""
     def produce():
-        for seed in range(first_seed, first_seed + seeds):
-            results, _ = remedy_runs(seed, learning_rate)
-            yield [remedy_row(r) for r in results], (
-                f"remedies seed {seed}: " + ", ".join(f"{r.remedy}={int(r.spiked)}/{r.metrics['pr_auc']:.3f}"
-                                                     for r in results))
-    return _write_table(out, committed.REMEDY_COLUMNS, command, produce())
+        for seed in parse_seeds(seeds):
+            jobs = [(name, None) for name in STRETCH_REMEDIES] + [("baseline", q) for q in STRETCH_DEFAULTS["quiet_lengths"]]
+            for name, quiet in jobs:
+                row = stretch_row(stretch_run(seed, name, quiet=quiet))
+                yield [row], (f"remedies seed {seed} {name} quiet={row['quiet']}: first ordinary batch "
+                              f"{row['first_normal_bce']} recovery {row['recovery_steps']} PR-AUC {row['pr_auc_final']}")
+    return _write_table(out, STRETCH_COLUMNS, command, produce())
+
+
+def regenerate_checkpoints(seeds: str, command: str = "", table: str | Path | None = None) -> Path:
+    """Each seed's asker-regime model at its fitted step (read from data/asker_regime.csv), with its Adam
+    state, in data/asker_checkpoints/seed<N>.npz, listed in checkpoints.csv there (with its provenance)."""
+    _quiet_tf()
+    started = committed.utc_now()
+    rows = {r["seed"]: r for r in committed.read_csv_rows(table or committed.DATA_DIR / "asker_regime.csv")
+            if r["label_jitter"] == 0}
+    metas = []
+    for seed in parse_seeds(seeds):
+        if seed not in rows or rows[seed]["fitted_step"] == "":
+            raise SystemExit(f"seed {seed} has no fitted step in asker_regime.csv; "
+                             f"fitted seeds: {sorted(s for s, r in rows.items() if r['fitted_step'] != '')}")
+        metas.append(make_checkpoint(seed, int(rows[seed]["fitted_step"])))
+        print(f"checkpoint seed {seed}: step {metas[-1]['step']}, validation PR-AUC {metas[-1]['pr_auc']}", flush=True)
+    path = CHECKPOINT_DIR / "checkpoints.csv"
+    columns = ["seed", "step", "learning_rate", "pr_auc", "positive_weight"]
+    committed.start_table(path, columns)
+    committed.append_rows(path, columns, metas)
+    committed.write_provenance(path, committed.provenance(command, started=started, finished=committed.utc_now(),
+                                                          rows=len(metas)))
+    return path
 
 
 def regenerate_asker(out: str | Path, seeds: int, label_jitters: str, first_seed: int = 0,
@@ -153,9 +183,6 @@ def _bounded(parser, args) -> None:
             vals = []
         if not 1 <= len(vals) <= 4 or not all(0 <= v <= 1 for v in vals):
             parser.error(f"--label-jitters must be 1–4 comma-separated values in [0, 1], got {jit}")
-    lr = getattr(args, "learning_rate", None)
-    if lr is not None and not 0 < lr <= 1:
-        parser.error(f"--learning-rate must be in (0, 1], got {lr}")
 
 
 def main(argv=None, prog: str = "python -m helpers.spikes.regenerate") -> int:
@@ -172,11 +199,13 @@ def main(argv=None, prog: str = "python -m helpers.spikes.regenerate") -> int:
         sm.add_argument("--first-seed", type=int, default=0)
         sm.add_argument("--learning-rates", default=SPIKE_MAP_DEFAULTS["learning_rates"])
         sm.add_argument("--positive-weights", default=SPIKE_MAP_DEFAULTS["positive_weights"])
-    rm = sub.add_parser("remedies", help="every remedy on each seed at one learning rate (w = neg/pos)")
+    rm = sub.add_parser("remedies", help="every remedy from the fitted checkpoints, against a stretch of "
+                                         "positive-free batches (Adam 1e-3)")
     rm.add_argument("--out", default=REMEDY_DEFAULTS["out"])
-    rm.add_argument("--seeds", type=int, default=REMEDY_DEFAULTS["seeds"], help=f"1–{MAX_SEEDS}")
-    rm.add_argument("--first-seed", type=int, default=0)
-    rm.add_argument("--learning-rate", type=float, default=REMEDY_DEFAULTS["learning_rate"])
+    rm.add_argument("--seeds", default=REMEDY_DEFAULTS["seeds"], help="comma-separated seeds that have a checkpoint")
+    ck = sub.add_parser("checkpoints", help="the fitted asker-regime models (data/asker_checkpoints/)")
+    ck.add_argument("--seeds", default=CHECKPOINT_DEFAULTS["seeds"],
+                    help="comma-separated seeds with a fitted step in data/asker_regime.csv")
     ak = sub.add_parser("asker", help="the asker's regime: Adam 1e-3, w = neg/pos, 1,024-step series, trained to fit")
     ak.add_argument("--out", default=ASKER_TABLE_DEFAULTS["out"])
     ak.add_argument("--seeds", type=int, default=ASKER_TABLE_DEFAULTS["seeds"], help=f"1–{MAX_SEEDS}")
@@ -190,8 +219,23 @@ def main(argv=None, prog: str = "python -m helpers.spikes.regenerate") -> int:
     args = parser.parse_args(argv)
     if args.command in (None, "all"):
         regenerate_spike_map(command=command, **SPIKE_MAP_DEFAULTS)
-        regenerate_remedies(command=command, **REMEDY_DEFAULTS)
         regenerate_asker_parallel(command=command, **ASKER_TABLE_DEFAULTS)
+        regenerate_checkpoints(command=command, **CHECKPOINT_DEFAULTS)
+        regenerate_remedies(command=command, **REMEDY_DEFAULTS)
+        return 0
+    if args.command in ("remedies", "checkpoints"):
+        try:
+            parse_seeds(args.seeds)
+        except ValueError as e:
+            parser.error(str(e))
+        if args.command == "checkpoints":
+            regenerate_checkpoints(args.seeds, command=command)
+        else:
+            missing = [s for s in parse_seeds(args.seeds) if not (CHECKPOINT_DIR / f"seed{s}.npz").exists()]
+            if missing:
+                parser.error(f"--seeds: no checkpoint for seed(s) {missing} in {CHECKPOINT_DIR}; "
+                             "run `python -m helpers.spikes.regenerate checkpoints --seeds ...` first")
+            regenerate_remedies(args.out, args.seeds, command=command)
         return 0
     _bounded(parser, args)
     if args.command in ("spike_map", "sweep"):
@@ -200,12 +244,9 @@ def main(argv=None, prog: str = "python -m helpers.spikes.regenerate") -> int:
     elif args.command == "asker" and args.jobs > 1:
         regenerate_asker_parallel(args.out, args.seeds, args.label_jitters, min(args.jobs, args.seeds),
                                   first_seed=args.first_seed, command=command, steps=args.steps)
-    elif args.command == "asker":
+    else:
         regenerate_asker(args.out, args.seeds, args.label_jitters, first_seed=args.first_seed, command=command,
                          steps=args.steps)
-    else:
-        regenerate_remedies(args.out, args.seeds, args.learning_rate, first_seed=args.first_seed,
-                            command=command)
     return 0
 
 

@@ -124,14 +124,16 @@ class TaggerTrainer:
 
     NO_CLIP = 1e9
 
-    def __init__(self, units: int = 16, *, loss=None, step=None, jit_compile: bool = True):
+    def __init__(self, units: int = 16, *, loss=None, step=None, jit_compile: bool = True,
+                 adam: dict | None = None):
         import keras
         import tensorflow as tf
         self.units = units
         self.loss = loss or per_step_loss
         self.train_step = step or adam_step
         self.model = imb.lstm_tagger(units, 2, seed=0)
-        self.optimizer = keras.optimizers.Adam(1e-3)
+        self.adam = dict(adam or {})   # Adam's other settings (epsilon, beta_2, amsgrad): fixed when traced
+        self.optimizer = keras.optimizers.Adam(1e-3, **self.adam)
         self.optimizer.build(self.model.trainable_variables)
         model, opt, loss_of, train_step = self.model, self.optimizer, self.loss, self.train_step
 
@@ -226,12 +228,13 @@ class TaggerTrainer:
 _TRAINERS: dict[tuple, TaggerTrainer] = {}
 
 
-def trainer_for(units: int, *, loss=None, step=None, jit_compile: bool = True) -> TaggerTrainer:
-    """The process-wide TaggerTrainer for `units`, this loss and step (None: the defaults) and
-    jit_compile, compiled once per input shape."""
-    key = (units, loss or per_step_loss, step or adam_step, bool(jit_compile))
+def trainer_for(units: int, *, loss=None, step=None, jit_compile: bool = True,
+                adam: dict | None = None) -> TaggerTrainer:
+    """The process-wide TaggerTrainer for `units`, this loss and step (None: the defaults), jit_compile
+    and Adam's settings `adam` (e.g. {"epsilon": 1e-3}), compiled once per input shape."""
+    key = (units, loss or per_step_loss, step or adam_step, bool(jit_compile), tuple(sorted((adam or {}).items())))
     if key not in _TRAINERS:
-        _TRAINERS[key] = TaggerTrainer(units, loss=loss, step=step, jit_compile=jit_compile)
+        _TRAINERS[key] = TaggerTrainer(units, loss=loss, step=step, jit_compile=jit_compile, adam=adam)
     return _TRAINERS[key]
 
 

@@ -49,20 +49,23 @@ def test_inspector_recovers_true_batch_losses_from_keras_logs():
 
 def test_summaries_and_choice():
     rows = []
-    for seed in range(4):
-        rows.append({"remedy": "weighted", "clipnorm": "", "seed": seed, "spiked": int(seed < 3),
-                     "max_monitored_ratio": 10.0, "max_monitored_jump": 0.1, "pr_auc": 0.99,
-                     "event_recall": 1.0, "seconds": 1.0})
-        for c, ratio in ((0.5, 5.0), (0.05, 20.0)):
-            rows.append({"remedy": "clip", "clipnorm": c, "seed": seed, "spiked": 1, "max_monitored_ratio": ratio,
-                         "max_monitored_jump": 0.1, "pr_auc": 0.99, "event_recall": 1.0, "seconds": 1.0})
-        rows.append({"remedy": "lower_lr", "clipnorm": "", "seed": seed, "spiked": 0, "max_monitored_ratio": 1.5,
-                     "max_monitored_jump": 0.0, "pr_auc": 0.985, "event_recall": 1.0, "seconds": 1.0})
-    summary = {r["remedy"]: r for r in spikes.summarise_remedies(rows)}
-    assert set(summary) == {"weighted", "clip (higher)", "clip (lower)", "lower_lr"}
-    assert summary["clip (higher)"]["seeds_ratio_below_baseline"] == 4
-    assert summary["clip (lower)"]["seeds_ratio_below_baseline"] == 0
-    assert spikes.choose_remedy(list(summary.values()))["remedy"] == "lower_lr"
+    for seed, bce in ((0, 0.9), (2, 0.4)):
+        common = {"seed": seed, "normal": 20, "missed_first_normal": 3, "pr_auc_final": 0.9}
+        rows.append({**common, "remedy": "baseline", "quiet": 100, "first_normal_bce": bce, "recovery_steps": 10,
+                     "pr_auc_after_quiet": 0.2})
+        rows.append({**common, "remedy": "baseline", "quiet": 20, "first_normal_bce": bce / 10, "recovery_steps": 0,
+                     "pr_auc_after_quiet": 0.85})
+        rows.append({**common, "remedy": "shuffled", "quiet": 0, "first_normal_bce": 0.02, "recovery_steps": 0,
+                     "pr_auc_after_quiet": 0.85})
+        rows.append({**common, "remedy": "focal", "quiet": 100, "first_normal_bce": 0.03, "recovery_steps": "",
+                     "pr_auc_after_quiet": 0.78})
+    summary = {r["remedy"]: r for r in spikes.summarise_stretch(rows)}
+    assert set(summary) == {"baseline", "shuffled", "focal"}          # remedies without rows are left out
+    assert summary["baseline"]["first ordinary batch (median)"] == 0.65   # the 100-batch rows only
+    assert summary["baseline"]["first ordinary batch (largest)"] == 0.9
+    assert summary["shuffled"]["seeds"] == 2                              # the control, whatever its length
+    assert summary["focal"]["seeds not back"] == 2 and np.isnan(summary["focal"]["steps back to the target (median)"])
+    assert spikes.summarise_stretch(rows, quiet=20)[0]["first ordinary batch (median)"] == 0.065
     cells = spikes.summarise_spike_map([{"learning_rate": 0.1, "positive_weight": "30.0", "seed": s, "spiked": s % 2,
                                          "max_monitored_ratio": 2.0, "pr_auc": 1.0} for s in range(10)])
     assert cells[0]["fraction"] == 0.5 and cells[0]["ci_low"] < 0.5 < cells[0]["ci_high"]
@@ -132,25 +135,40 @@ def test_matches_row_tolerances():
 
 
 def test_a_committed_remedies_row_is_reproduced():
-    """A row the notebook's seeds 0-2 do not recompute: normalised_weights on seed 3."""
-    rows = spikes.read_csv_rows(spikes.DATA_DIR / "remedies.csv")
-    committed = next(r for r in rows if r["seed"] == 3 and r["remedy"] == "normalised_weights")
-    live = spikes.remedy_row_for(3, "normalised_weights", committed["learning_rate"])
-    ok, diffs = spikes.matches_row(live, committed, rel_tol=0.01)
-    assert ok, diffs
-    with pytest.raises(ValueError, match="clip"):
-        spikes.remedy_row_for(3, "clip", 0.1)
+    """A row the notebook's seeds 0-2 do not recompute: the baseline of checkpoint 2 after 20 quiet batches."""
+    rows = spikes.read_csv_rows(spikes.DATA_DIR / "remedies.csv", keep_text=("remedy",))
+    committed = next(r for r in rows if r["seed"] == 2 and r["remedy"] == "baseline" and r["quiet"] == 20)
+    live = spikes.stretch_row(spikes.stretch_run(2, "baseline", quiet=20))
+    for column in ("quiet_loss_last", "first_normal_bce", "pr_auc_after_quiet", "pr_auc_final", "max_batch_bce_after"):
+        assert live[column] == pytest.approx(committed[column], rel=0.01), column
+    assert live["missed_first_normal"] == committed["missed_first_normal"]
+    with pytest.raises(ValueError, match="remedy must be one of"):
+        spikes.stretch_run(2, "clip")
+
+
+def test_checkpoints_hold_the_committed_fits():
+    """Each committed checkpoint is its seed's asker-regime model at the fitted step of data/asker_regime.csv."""
+    asker = {r["seed"]: r for r in spikes.read_csv_rows(spikes.DATA_DIR / "asker_regime.csv") if r["label_jitter"] == 0}
+    listed = spikes.read_csv_rows(spikes.CHECKPOINT_DIR / "checkpoints.csv")
+    assert [r["seed"] for r in listed] == list(spikes.STRETCH_DEFAULTS["seeds"])
+    trainer = spikes.trainer_for(spikes.ASKER_DEFAULTS["units"], jit_compile=False)
+    for r in listed:
+        meta = spikes.load_checkpoint(trainer, spikes.checkpoint_path(r["seed"]))
+        assert meta["step"] == asker[r["seed"]]["fitted_step"] == r["step"]
+        assert int(trainer.optimizer.iterations.numpy()) == meta["step"]     # Adam's state came with the weights
+        assert meta["pr_auc"] == pytest.approx(asker[r["seed"]]["pr_auc_at_fit"], abs=0.005)
 
 
 def test_regenerate_refuses_costly_arguments(capsys):
     from helpers.spikes import regenerate
-    for argv in (["spike_map", "--seeds", "500"], ["remedies", "--learning-rate", "5"],
+    for argv in (["spike_map", "--seeds", "500"], ["remedies", "--seeds", "1"], ["checkpoints", "--seeds", "0,x"],
                  ["spike_map", "--learning-rates", "0.1,0.2,0.3,0.4,0.5,0.6,0.7"]):
         with pytest.raises(SystemExit) as exc:
             regenerate.main(argv)
         assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--seeds must be 1–50" in err and "--learning-rate must be in (0, 1]" in err
+    assert "--seeds must be 1–50" in err and "no checkpoint for seed(s) [1]" in err
+    assert "expected comma-separated integers" in err
 
 
 def test_regenerate_writes_rows_and_provenance(tmp_path):
