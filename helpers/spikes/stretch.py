@@ -111,8 +111,7 @@ def normal_batches(series: imb.Series, n: int, batch_size: int, seed: int) -> li
 
 def weighted_bce(y, p, w) -> float:
     """Keras's weighted BCE, mean reduction: Σ(w·l)/(B·T) — the one scale every remedy is compared on."""
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(np.mean(w * -(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    return float(np.mean(w * imb.bce_np(y, p)))
 
 
 def stretch_run(seed: int, remedy: str = "baseline", *, quiet: int | None = None, normal: int | None = None,
