@@ -125,6 +125,8 @@ def test_regenerate_commands_pass_the_argument_checks(monkeypatch):
     monkeypatch.setattr(regenerate, "regenerate_checkpoints", lambda *a, **k: calls.append(("checkpoints", a, k)))
     monkeypatch.setattr(regenerate, "regenerate_asker", lambda *a, **k: calls.append(("asker", a, k)))
     monkeypatch.setattr(regenerate, "regenerate_asker_parallel", lambda *a, **k: calls.append(("asker", a, k)))
+    monkeypatch.setattr(regenerate, "regenerate_from_scratch", lambda *a, **k: calls.append(("from_scratch", a, k)))
+    monkeypatch.setattr(regenerate, "regenerate_all", lambda *a, **k: calls.append(("all", a, k)))
     commands = [c for p in NOTEBOOKS for c in try_next_commands(p) if c.startswith("python -m helpers.spikes.regenerate")]
     assert commands
     for command in commands:

@@ -28,7 +28,7 @@ from .training import make_split, trainer_for
 # with the batch, XLA's grows in proportion.
 ASKER_DEFAULTS = dict(n_series=1400, timesteps=512, frac_series_with_anomaly=0.2, anomalies_per_series=2,
                       amplitude=2.0, learning_rate=1e-3, units=16, batch_size=128, steps=700,
-                      eval_every=50, fit_target=0.8, monitor_series=32, monitor_every=2, check_step=60)
+                      eval_every=50, fit_target=0.8, monitor_series=32, monitor_every=2, check_step=30)
 
 
 def asker_split(seed: int, *, label_jitter: float = 0.0, **overrides):
@@ -40,18 +40,22 @@ def asker_split(seed: int, *, label_jitter: float = 0.0, **overrides):
 
 
 def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None, loss=None, step=None,
-              evaluate: bool = True, progress: bool = False, desc: str | None = None, **overrides) -> dict:
+              evaluate: bool = True, progress: bool = False, desc: str | None = None, checkpoint_to=None,
+              adam: dict | None = None, **overrides) -> dict:
     """One seeded run at ASKER_DEFAULTS (overridable). steps: stop after this many optimizer steps
     (default ASKER_DEFAULTS["steps"]; fewer re-trace the first steps of a committed row). Returns the
     per-step batch_loss, grad_norm, batch_positives, monitor_steps / monitor_loss, the evaluations
     (eval_steps, eval_pr_auc), fitted_step (None if never fitted) and the summary row's values.
-    evaluate=False skips the validation PR-AUC (the training is the same), for re-tracing a row's first steps."""
+    evaluate=False skips the validation PR-AUC (the training is the same), for re-tracing a row's first steps.
+    checkpoint_to: a path; the model and Adam's state are saved there (stretch.save_checkpoint) at the fitted
+    step, if the run fits before its last step (the training is the same). adam: Adam's other settings
+    (e.g. {"epsilon": 1e-3}; None: Keras's defaults)."""
     cfg = {**ASKER_DEFAULTS, **overrides}
     n_steps = int(steps or cfg["steps"])
     split = asker_split(seed, label_jitter=label_jitter, **overrides)
     tr = split.train
     w_pos = imb.positive_weight_for(tr.y)
-    trainer = trainer_for(cfg["units"], loss=loss, step=step, jit_compile=False)
+    trainer = trainer_for(cfg["units"], loss=loss, step=step, jit_compile=False, adam=adam)
     trainer.reset(seed, cfg["learning_rate"])
     xv, yv = split.test.x, split.test.y
     eval_steps, eval_pr_auc = [], []
@@ -60,6 +64,11 @@ def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None,
         if evaluate and (k % cfg["eval_every"] == 0 or k == n_steps):
             eval_steps.append(k)
             eval_pr_auc.append(imb.pr_auc(yv, trainer.predict(xv)))
+            if (checkpoint_to is not None and k < n_steps and eval_pr_auc[-1] >= cfg["fit_target"]
+                    and all(a < cfg["fit_target"] for a in eval_pr_auc[:-1])):
+                from .stretch import save_checkpoint
+                save_checkpoint(trainer, checkpoint_to, seed=seed, step=k, learning_rate=cfg["learning_rate"],
+                                pr_auc=round(float(eval_pr_auc[-1]), 4), positive_weight=w_pos)
         return k >= n_steps
 
     batches_per_epoch = len(tr.x) // cfg["batch_size"]

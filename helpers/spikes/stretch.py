@@ -9,6 +9,9 @@
     stretch_run(seed, remedy, ...)         from the checkpoint: `quiet` positive-free batches, then `normal`
                                            ordinary ones, validation PR-AUC along the way → one row
     STRETCH_COLUMNS, stretch_row(run)      data/remedies.csv
+    SCRATCH_DEFAULTS, scratch_run(seed, remedy), SCRATCH_COLUMNS, scratch_row(run)
+                                           a remedy's cost from the first step: the asker's regime
+                                           (asker_run) trained with it from initialisation → data/from_scratch.csv
 
 The weighted BCE of the first ordinary batch after the stretch (Keras's mean reduction, w = neg/pos,
 computed by a forward pass before that batch's update) is the spike measured on one scale for every
@@ -24,7 +27,8 @@ import time
 import numpy as np
 
 from .. import imbalanced as imb
-from .asker import ASKER_DEFAULTS, asker_run, asker_split
+from .asker import ASKER_DEFAULTS, asker_row, asker_run, asker_split
+from .committed import ASKER_COLUMNS
 from .committed import DATA_DIR
 from .training import trainer_for
 
@@ -50,8 +54,10 @@ STRETCH_COLUMNS = ["seed", "remedy", "quiet", "normal", "checkpoint_step", "pr_a
                    "pr_auc_after_quiet", "recovery_steps", "pr_auc_final", "max_batch_bce_after", "seconds"]
 
 
-def checkpoint_path(seed: int):
-    return CHECKPOINT_DIR / f"seed{seed}.npz"
+def checkpoint_path(seed: int, directory=None):
+    """seed<N>.npz in `directory` (default CHECKPOINT_DIR, the committed ones)."""
+    from pathlib import Path
+    return Path(directory or CHECKPOINT_DIR) / f"seed{seed}.npz"
 
 
 def save_checkpoint(trainer, path, **meta) -> None:
@@ -115,8 +121,8 @@ def weighted_bce(y, p, w) -> float:
 
 
 def stretch_run(seed: int, remedy: str = "baseline", *, quiet: int | None = None, normal: int | None = None,
-                loss=None, step=None, progress: bool = False) -> dict:
-    """From checkpoint_path(seed): `quiet` positive-free batches, then `normal` ordinary ones, with the
+                loss=None, step=None, progress: bool = False, checkpoint_dir=None) -> dict:
+    """From checkpoint_path(seed, checkpoint_dir): `quiet` positive-free batches, then `normal` ordinary ones, with the
     remedy's settings (STRETCH_REMEDIES) from the checkpoint on. Returns the row's values and the
     per-step losses (`step_loss`: the remedy's own loss; `batch_bce`: {step index: weighted BCE before
     that step's update} from the last quiet batch on) and the evaluations [(ordinary steps, PR-AUC)]."""
@@ -130,7 +136,7 @@ def stretch_run(seed: int, remedy: str = "baseline", *, quiet: int | None = None
     cfg = ASKER_DEFAULTS
     split = asker_split(seed)
     trainer = trainer_for(cfg["units"], loss=loss, step=step, jit_compile=False, adam=settings.get("adam"))
-    meta = load_checkpoint(trainer, checkpoint_path(seed), settings.get("learning_rate"))
+    meta = load_checkpoint(trainer, checkpoint_path(seed, checkpoint_dir), settings.get("learning_rate"))
     w_pos = meta["positive_weight"]
     yv, xv = split.test.y, split.test.x
     bs = cfg["batch_size"]
@@ -206,3 +212,28 @@ def summarise_stretch(rows: list[dict], quiet: int | None = None) -> list[dict]:
                     "seeds not back": len(rs) - len(rec),
                     "final PR-AUC (median)": float(np.median([r["pr_auc_final"] for r in rs]))})
     return out
+
+
+# The remedies that change the training from its first step, and whose cost there the asker would pay:
+# a lower learning rate (the asker's own complaint: too slow) and Adam's ε (the remedy section 8 picks).
+# Each is data/asker_regime.csv's run of the seed with that one setting changed.
+SCRATCH_DEFAULTS = dict(seeds=STRETCH_DEFAULTS["seeds"], remedies=("lower_lr", "epsilon_1e-3"))
+SCRATCH_COLUMNS = ["remedy"] + ASKER_COLUMNS
+
+
+def scratch_run(seed: int, remedy: str, *, steps: int | None = None, evaluate: bool = True, loss=None, step=None,
+                progress: bool = False) -> dict:
+    """asker_run(seed) from initialisation with the remedy's learning rate / Adam settings (STRETCH_REMEDIES),
+    on the same data, initial weights and batch order as the seed's asker_regime.csv row."""
+    if remedy not in SCRATCH_DEFAULTS["remedies"]:
+        raise ValueError(f"remedy must be one of {SCRATCH_DEFAULTS['remedies']}, got {remedy!r}")
+    settings = STRETCH_REMEDIES[remedy][1]
+    overrides = {"learning_rate": settings["learning_rate"]} if "learning_rate" in settings else {}
+    run = asker_run(seed, steps=steps, evaluate=evaluate, loss=loss, step=step, progress=progress,
+                    adam=settings.get("adam"), desc=f"{remedy} from scratch, seed {seed}", **overrides)
+    return {**run, "remedy": remedy}
+
+
+def scratch_row(run: dict) -> dict:
+    """One data/from_scratch.csv row: the remedy, then asker_row's columns."""
+    return {"remedy": run["remedy"], **asker_row(run)}

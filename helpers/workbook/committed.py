@@ -72,7 +72,8 @@ def provenance(command: str, *, started: datetime, finished: datetime, rows: int
             "python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "machine": platform.platform(), "processor": platform.machine(),
             "cpu_count": os.cpu_count(), "env": {k: os.environ.get(k, "") for k in
-                                                 ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")},
+                                                 ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL",
+                                                  "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")},
             **extra}
 
 

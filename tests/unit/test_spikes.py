@@ -231,4 +231,88 @@ def test_regenerate_refuses_bad_label_jitters_and_jobs(capsys):
         assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--label-jitters must be 1–4 comma-separated values in [0, 1]" in err and "--jobs must be 1–8" in err
-    assert "--steps must be 60–5000, got 10" in err and "got 100000" in err
+    assert "--steps must be 30–5000, got 10" in err and "got 100000" in err
+
+
+def test_run_parts_respects_order_dependencies_and_failures(tmp_path):
+    """The scheduler of `regenerate all`: at most `jobs` children at once, a task only after the tasks it
+    needs, and a failed part stops what depends on it with a message naming both."""
+    import subprocess
+    import sys
+    from helpers.spikes import regenerate
+    log = tmp_path / "log.txt"
+
+    def launch(argv):   # a child that logs its start and end, and fails when asked to
+        name, fail = argv
+        code = (f"import time; open({str(log)!r}, 'a').write('start {name}\\n'); time.sleep(0.3); "
+                f"open({str(log)!r}, 'a').write('end {name}\\n'); raise SystemExit({int(fail)})")
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    tasks = [{"name": "a", "argv": ["a", False]}, {"name": "b", "argv": ["b", False]},
+             {"name": "c", "argv": ["c", False], "after": ["a"]}, {"name": "d", "argv": ["d", False]}]
+    regenerate._run_parts(tasks, 2, launch=launch, poll_seconds=0.05)
+    events = log.read_text().split("\n")[:-1]
+    assert sorted(events) == sorted(f"{k} {n}" for n in "abcd" for k in ("start", "end"))
+    assert events.index("start c") > events.index("end a")
+    running = 0
+    for e in events:
+        running += 1 if e.startswith("start") else -1
+        assert running <= 2
+    log.unlink()
+    tasks = [{"name": "a", "argv": ["a", True]}, {"name": "c", "argv": ["c", False], "after": ["a"]},
+             {"name": "d", "argv": ["d", False]}]
+    with pytest.raises(SystemExit, match=r"failed \['a \(exit 1\)'\], not run \['c'\]"):
+        regenerate._run_parts(tasks, 2, launch=launch, poll_seconds=0.05)
+    assert "start c" not in log.read_text() and "end d" in log.read_text()
+
+
+def test_merged_parts_reproduce_a_table(tmp_path):
+    """`regenerate all` writes each table from its children's parts: split the committed remedies and
+    spike-map tables into parts and merge them back — the same rows, byte for byte."""
+    import json
+    from helpers.spikes import committed, regenerate
+    for name, columns, key in (("remedies.csv", spikes.STRETCH_COLUMNS, lambda r: r["seed"]),
+                               ("spike_map.csv", committed.SPIKE_MAP_COLUMNS, lambda r: (r["seed"], r["learning_rate"]))):
+        lines = (spikes.DATA_DIR / name).read_text().splitlines(keepends=True)
+        header, body = lines[0], lines[1:]
+        parts = [tmp_path / f"{name}.part{k}.csv" for k in range(2)]
+        for k, part in enumerate(parts[::-1]):          # the second half first: the merge sorts
+            rows = body[:len(body) // 2] if k else body[len(body) // 2:]
+            part.write_text(header + "".join(rows))
+            committed.provenance_path(part).write_text(json.dumps({"part": k}))
+        out = regenerate._merge(tmp_path / name, columns, parts, "test", committed.utc_now(), key=key)
+        assert out.read_text() == "".join(lines), name
+        info = json.loads(committed.provenance_path(out).read_text())
+        assert info["rows"] == len(body) and len(info["parts"]) == 2
+
+
+def test_asker_run_saves_its_checkpoint_at_the_fit(tmp_path):
+    """The checkpoint an asker run saves as it passes the fit is the state of the same run stopped there
+    (here the fit is made to come at the first evaluation, step 8, by a target of 0)."""
+    path = tmp_path / "seed4.npz"
+    run = spikes.asker_run(4, steps=16, fit_target=0.0, eval_every=8, checkpoint_to=path)
+    assert run["fitted_step"] == 8
+    spikes.asker_run(4, steps=8, evaluate=False)
+    trainer = spikes.trainer_for(spikes.ASKER_DEFAULTS["units"], jit_compile=False)
+    with np.load(path) as z:
+        import json
+        meta = json.loads(str(z["meta"]))
+        for i, w in enumerate(trainer.model.get_weights()):
+            np.testing.assert_array_equal(z[f"w{i}"], w)
+        assert int(z["opt:iteration"]) == 8 == int(trainer.optimizer.iterations.numpy())
+    assert meta["step"] == 8 and meta["pr_auc"] == pytest.approx(run["eval_pr_auc"][0], abs=1e-4)
+
+
+def test_a_committed_from_scratch_row_is_reproduced():
+    """The row the notebook's seeds 0-2 do not retrain: checkpoint seed 2 with ε = 1e-3 from the first step
+    (its first check_step steps against the table), and the remedy's setting really reaches Adam."""
+    rows = spikes.read_csv_rows(spikes.DATA_DIR / "from_scratch.csv", keep_text=("remedy",))
+    committed = next(r for r in rows if r["seed"] == 2 and r["remedy"] == "epsilon_1e-3")
+    live = spikes.scratch_run(2, "epsilon_1e-3", steps=spikes.ASKER_DEFAULTS["check_step"], evaluate=False)
+    for name in ("monitor_loss_at_check", "batch_loss_sum_to_check"):
+        assert live[name] == pytest.approx(committed[name], rel=0.01), name
+    trainer = spikes.trainer_for(spikes.ASKER_DEFAULTS["units"], jit_compile=False, adam={"epsilon": 1e-3})
+    assert trainer.optimizer.epsilon == 1e-3
+    assert {r["remedy"] for r in rows} == set(spikes.SCRATCH_DEFAULTS["remedies"])
+    with pytest.raises(ValueError, match="remedy must be one of"):
+        spikes.scratch_run(2, "focal")
