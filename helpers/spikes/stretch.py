@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
 from .. import imbalanced as imb
 from .asker import ASKER_DEFAULTS, asker_row, asker_run, asker_split
-from .committed import ASKER_COLUMNS
-from .committed import DATA_DIR
+from .committed import ASKER_COLUMNS, DATA_DIR
 from .training import trainer_for
 
 CHECKPOINT_DIR = DATA_DIR / "asker_checkpoints"
@@ -56,7 +56,6 @@ STRETCH_COLUMNS = ["seed", "remedy", "quiet", "normal", "checkpoint_step", "pr_a
 
 def checkpoint_path(seed: int, directory=None):
     """seed<N>.npz in `directory` (default CHECKPOINT_DIR, the committed ones)."""
-    from pathlib import Path
     return Path(directory or CHECKPOINT_DIR) / f"seed{seed}.npz"
 
 
@@ -215,7 +214,8 @@ def summarise_stretch(rows: list[dict], quiet: int | None = None) -> list[dict]:
 
 
 # The remedies that change the training from its first step, and whose cost there the asker would pay:
-# a lower learning rate (the asker's own complaint: too slow) and Adam's ε (the remedy section 8 picks).
+# a lower learning rate (the asker's own complaint: too slow) and Adam's ε (the optimizer setting that shrinks
+# the stretch's spike without losing the recovery).
 # Each is data/asker_regime.csv's run of the seed with that one setting changed.
 SCRATCH_DEFAULTS = dict(seeds=STRETCH_DEFAULTS["seeds"], remedies=("lower_lr", "epsilon_1e-3"))
 SCRATCH_COLUMNS = ["remedy"] + ASKER_COLUMNS
