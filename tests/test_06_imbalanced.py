@@ -65,6 +65,19 @@ def test_committed_rows_recomputed(findings, seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_asker_regime_trained_to_a_fit(findings, seed):
+    f = findings(STEM, seed)
+    # every seed of the asker's regime fitted (validation PR-AUC ≥ 0.8) and was watched 200 steps after its fit,
+    # so the spike fraction is over at least 10 fitted seeds
+    assert f["asker_regime_seeds_fitted"] >= 10
+    assert f["asker_regime_steps_watched_after_fit"] == 200 * f["asker_regime_seeds_fitted"]
+    assert 0.8 <= f["pr_auc_asker_lr"] <= 1 and 0 <= f["spike_fraction_of_seeds_asker_lr"] <= 1
+    # the map's 210-step runs at 1e-3 are at chance; the asker's regime needs hundreds of steps more
+    assert f["median_pr_auc_asker_lr_committed"] < 0.05 < f["pr_auc_asker_lr"]
+    assert f["asker_regime_fit_step_median"] > 210
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_asker_shaped_spike_at_asker_lr(findings, seed):
     f = findings(STEM, seed)
     # seeds 0 and 2 start from checkpoint 0, seed 1 from checkpoint 2 (the fitted seeds); seed 2's stretch is 100

@@ -6,11 +6,12 @@
                           reaches `fit_target`, and the spikes counted only after that step
     asker_row(run)        one CSV row (committed.ASKER_COLUMNS)
 
-A run trains for `steps` optimizer steps in all. It is "fitted" from the first evaluation whose
-validation PR-AUC is ≥ fit_target; spikes on the fixed monitoring set (the lesson's rule,
-flags.flag_spikes) and the batch losses are summarised over the steps after that point only, so a
-spike is never confused with the early descent. The loss and the training step are arguments,
-as in train_run (None: the defaults per_step_loss / adam_step).
+A run trains until it has fitted and then `after_fit_steps` more optimizer steps, or `steps` in all
+if it never fits (the cap). It is "fitted" from the first evaluation whose validation PR-AUC is
+≥ fit_target; spikes on the fixed monitoring set (the lesson's rule, flags.flag_spikes) and the
+batch losses are summarised over the steps after that point only, so a spike is never confused with
+the early descent. after_fit_steps=None trains all `steps` (from-scratch runs of a fixed length). The loss
+and the training step are arguments, as in train_run (None: the defaults per_step_loss / adam_step).
 """
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from .training import make_split, trainer_for
 # steps, so the positive share is about 0.2·2/512 ≈ 0.08 % (the asker: 0.2·2/4096 ≈ 0.01 %) and a batch
 # holds about 50 positives (the asker: about 51; data/asker_regime.csv gives each seed's share). Not XLA: on a CPU a plain graph's step hardly grows
 # with the batch, XLA's grows in proportion.
+STEPS_CAP = 2000   # a seed that has not fitted by then is reported as not fitted
 ASKER_DEFAULTS = dict(n_series=1400, timesteps=512, frac_series_with_anomaly=0.2, anomalies_per_series=2,
-                      amplitude=2.0, learning_rate=1e-3, units=16, batch_size=128, steps=700,
-                      eval_every=50, fit_target=0.8, monitor_series=32, monitor_every=2, check_step=30)
+                      amplitude=2.0, learning_rate=1e-3, units=16, batch_size=128, steps=STEPS_CAP,
+                      after_fit_steps=200, eval_every=50, fit_target=0.8, monitor_series=32, monitor_every=2,
+                      check_step=30)
 
 
 def asker_split(seed: int, *, label_jitter: float = 0.0, **overrides):
@@ -43,7 +46,8 @@ def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None,
               evaluate: bool = True, progress: bool = False, desc: str | None = None, checkpoint_to=None,
               adam: dict | None = None, **overrides) -> dict:
     """One seeded run at ASKER_DEFAULTS (overridable). steps: stop after this many optimizer steps
-    (default ASKER_DEFAULTS["steps"]; fewer re-trace the first steps of a committed row). Returns the
+    at most (default ASKER_DEFAULTS["steps"], the cap; fewer re-trace the first steps of a committed row); the
+    run ends `after_fit_steps` steps after its fit (an override; None: never early). Returns the
     per-step batch_loss, grad_norm, batch_positives, monitor_steps / monitor_loss, the evaluations
     (eval_steps, eval_pr_auc), fitted_step (None if never fitted) and the summary row's values.
     evaluate=False skips the validation PR-AUC (the training is the same), for re-tracing a row's first steps.
@@ -60,16 +64,24 @@ def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None,
     xv, yv = split.test.x, split.test.y
     eval_steps, eval_pr_auc = [], []
 
+    fit = {}   # the step of the first evaluation at or above fit_target
+
     def after_step(k):
         if evaluate and (k % cfg["eval_every"] == 0 or k == n_steps):
             eval_steps.append(k)
             eval_pr_auc.append(imb.pr_auc(yv, trainer.predict(xv)))
-            if (checkpoint_to is not None and k < n_steps and eval_pr_auc[-1] >= cfg["fit_target"]
-                    and all(a < cfg["fit_target"] for a in eval_pr_auc[:-1])):
-                from .stretch import save_checkpoint
-                save_checkpoint(trainer, checkpoint_to, seed=seed, step=k, learning_rate=cfg["learning_rate"],
-                                pr_auc=round(float(eval_pr_auc[-1]), 4), positive_weight=w_pos)
-        return k >= n_steps
+            if "step" not in fit and eval_pr_auc[-1] >= cfg["fit_target"]:
+                fit["step"] = k
+                if checkpoint_to is not None and k < n_steps:
+                    from .stretch import save_checkpoint
+                    save_checkpoint(trainer, checkpoint_to, seed=seed, step=k, learning_rate=cfg["learning_rate"],
+                                    pr_auc=round(float(eval_pr_auc[-1]), 4), positive_weight=w_pos)
+        last = n_steps if cfg["after_fit_steps"] is None or "step" not in fit else \
+            min(n_steps, fit["step"] + cfg["after_fit_steps"])
+        if k >= last and evaluate and eval_steps[-1] != k:   # the run ends early: its final evaluation
+            eval_steps.append(k)
+            eval_pr_auc.append(imb.pr_auc(yv, trainer.predict(xv)))
+        return k >= last
 
     batches_per_epoch = len(tr.x) // cfg["batch_size"]
     epochs = -(-n_steps // batches_per_epoch)
@@ -80,7 +92,8 @@ def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None,
                       monitor_every=cfg["monitor_every"], progress=progress,
                       desc=desc or f"Adam {cfg['learning_rate']:g}, seed {seed}", after_step=after_step)
     seconds = time.perf_counter() - start
-    fitted = next((s for s, a in zip(eval_steps, eval_pr_auc) if a >= cfg["fit_target"]), None)
+    fitted = fit.get("step")
+    n_steps = len(log["batch_loss"])
     return {"seed": seed, "label_jitter": label_jitter, "cfg": cfg, "positive_weight": w_pos,
             "positive_share": float(tr.y.mean()), **log, "eval_steps": np.array(eval_steps),
             "eval_pr_auc": np.array(eval_pr_auc, dtype=float), "fitted_step": fitted, "seconds": seconds,
@@ -123,7 +136,7 @@ def asker_row(run: dict) -> dict:
             "positive_share": round(run["positive_share"], 7), "weight_value": round(run["positive_weight"], 2),
             "fitted_step": "" if run["fitted_step"] is None else run["fitted_step"],
             "pr_auc_at_fit": r(dict(zip(run["eval_steps"], run["eval_pr_auc"])).get(run["fitted_step"]), 4),
-            "pr_auc_final": r(run["eval_pr_auc"][-1], 4),
+            "pr_auc_final": r(run["eval_pr_auc"][-1], 4) if len(run["eval_pr_auc"]) else "",
             "spiked_after_fit": int(run["spikes_after_fit"] > 0), "spikes_after_fit": run["spikes_after_fit"],
             "max_monitored_ratio_after_fit": r(run["max_monitored_ratio_after_fit"], 4),
             "max_monitored_jump_after_fit": r(run["max_monitored_jump_after_fit"], 5),
@@ -132,4 +145,10 @@ def asker_row(run: dict) -> dict:
             "positives_in_max_batch": run["positives_in_max_batch"],
             "monitor_loss_at_check": r(run["monitor_loss_at_check"], 6),
             "batch_loss_sum_to_check": r(run["batch_loss_sum_to_check"], 5),
+            "pr_auc_curve": " ".join(f"{s}:{a:.4f}" for s, a in zip(run["eval_steps"], run["eval_pr_auc"])),
             "seconds": round(run["seconds"], 1)}
+
+
+def pr_auc_curve(row: dict) -> dict[int, float]:
+    """A committed row's validation PR-AUC by step ({step: PR-AUC}), from its pr_auc_curve column."""
+    return {int(s): float(a) for s, a in (item.split(":") for item in str(row["pr_auc_curve"]).split())}

@@ -21,7 +21,7 @@ ASKER_COLUMNS = ["seed", "label_jitter", "timesteps", "batch_size", "learning_ra
                  "weight_value", "fitted_step", "pr_auc_at_fit", "pr_auc_final", "spiked_after_fit", "spikes_after_fit",
                  "max_monitored_ratio_after_fit", "max_monitored_jump_after_fit", "median_batch_loss_after_fit",
                  "max_batch_loss_after_fit", "positives_in_max_batch", "monitor_loss_at_check",
-                 "batch_loss_sum_to_check", "seconds"]
+                 "batch_loss_sum_to_check", "pr_auc_curve", "seconds"]
 
 # columns that are measurements of the run (compared when a row is recomputed); `seconds` is wall time
 # on whatever machine ran it and is never compared

@@ -1,6 +1,7 @@
 """Pictures and widget views of lesson 06 (plumbing: each figure states its finding in the title).
 
-    plot_example_series, plot_batch_vs_monitored, plot_spike_map, plot_run, plot_pr_curve
+    plot_example_series, plot_batch_vs_monitored, plot_spike_map, plot_run, plot_pr_curve,
+    plot_fit_curves (the asker-regime seeds' validation PR-AUC by step)
     mechanism_table(...)   the arithmetic of one miss as a Table (the widget)
     figure_png(fig)        PNG bytes of a figure (widgets show cached images)
 """
@@ -123,4 +124,23 @@ def plot_pr_curve(curves: dict, finding: str, marks: dict | None = None):
     ax.set_xlabel("recall (anomalous steps found)")
     ax.set_ylabel("precision (alarms that are right)")
     ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def plot_fit_curves(rows: list[dict], fit_target: float, finding: str):
+    """The validation PR-AUC of each committed asker-regime row against the optimizer step (its pr_auc_curve
+    column), the fit target as a line and each seed's fit marked. Returns the figure."""
+    from ..workbook.plotting import figure
+    from .asker import pr_auc_curve
+    fig, ax = figure(1, 1, finding=finding, width=8, height=4)
+    for r in rows:
+        curve = pr_auc_curve(r)
+        line, = ax.plot(list(curve), list(curve.values()), lw=1.2, label=f"seed {r['seed']}")
+        if r["fitted_step"] != "":
+            ax.scatter([r["fitted_step"]], [curve[r["fitted_step"]]], color=line.get_color(), s=25, zorder=3)
+    ax.axhline(fit_target, color="black", ls="--", lw=1, label=f"fit target {fit_target:g}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("optimizer step (batch 128)")
+    ax.set_ylabel("validation PR-AUC")
+    ax.legend(loc="lower right", fontsize=7, ncol=2)
     return fig

@@ -150,7 +150,8 @@ def _write_checkpoint_list(metas: list[dict], command: str, started, **extra) ->
 def regenerate_asker(out: str | Path, seeds: int, label_jitters: str, first_seed: int = 0,
                      command: str = "", steps: int | None = None, checkpoints: str = "",
                      checkpoint_dir: str | Path | None = None) -> Path:
-    """The asker's regime (ASKER_DEFAULTS; `steps` optimizer steps per run, default ASKER_DEFAULTS'):
+    """The asker's regime (ASKER_DEFAULTS; at most `steps` optimizer steps per run, default ASKER_DEFAULTS'; a run
+    ends ASKER_DEFAULTS["after_fit_steps"] after its fit):
     one row per (seed, label jitter), seeds outermost. The clean runs of the seeds in `checkpoints`
     ("0,2") save their model and Adam state at the fitted step into `checkpoint_dir` (default CHECKPOINT_DIR)."""
     keep = set(parse_seeds(checkpoints)) if checkpoints else set()
@@ -266,8 +267,8 @@ def regenerate_all(jobs: int = 2, command: str = "") -> None:
         scratch = [{"name": f"from scratch seed {s} {r}", "out": tmp / f"scratch{s}_{r}.csv",
                     "argv": ["from_scratch", "--out", str(tmp / f"scratch{s}_{r}.csv"), "--seeds", str(s), "--remedies", r]}
                    for s in parse_seeds(SCRATCH_TABLE_DEFAULTS["seeds"]) for r in SCRATCH_TABLE_DEFAULTS["remedies"].split(",")]
-        k = len(parse_seeds(ck_seeds))   # the longest parts first: the checkpoint seeds' asker runs, their remedies, …
-        _run_parts(asker[:k] + remedies + spike + scratch + asker[k:], jobs)
+        k = len(parse_seeds(ck_seeds))   # the checkpoint seeds' asker runs first, so that their remedies start early;
+        _run_parts(asker[:k] + remedies + asker[k:] + scratch + spike, jobs)   # then the longer parts before the shorter
         outs = {}
         outs["spike_map"] = _merge(tmp / "spike_map.csv", committed.SPIKE_MAP_COLUMNS, [t["out"] for t in spike],
                                    command, started, key=lambda r: (r["seed"], r["learning_rate"]), jobs=jobs)
@@ -346,7 +347,8 @@ def main(argv=None, prog: str = "python -m helpers.spikes.regenerate") -> int:
     ck = sub.add_parser("checkpoints", help="the fitted asker-regime models (data/asker_checkpoints/)")
     ck.add_argument("--seeds", default=CHECKPOINT_DEFAULTS["seeds"],
                     help="comma-separated seeds with a fitted step in data/asker_regime.csv")
-    ak = sub.add_parser("asker", help="the asker's regime: Adam 1e-3, w = neg/pos, 1,024-step series, trained to fit")
+    ak = sub.add_parser("asker", help="the asker's regime: Adam 1e-3, w = neg/pos, batch 128, 512-step series, trained "
+                                      "to the fit and on")
     ak.add_argument("--out", default=ASKER_TABLE_DEFAULTS["out"])
     ak.add_argument("--seeds", type=int, default=ASKER_TABLE_DEFAULTS["seeds"], help=f"1–{MAX_SEEDS}")
     ak.add_argument("--first-seed", type=int, default=0)
@@ -355,7 +357,8 @@ def main(argv=None, prog: str = "python -m helpers.spikes.regenerate") -> int:
     ak.add_argument("--jobs", type=int, default=ASKER_TABLE_DEFAULTS["jobs"],
                     help="child processes that share the seeds (1–8)")
     ak.add_argument("--steps", type=int, default=None,
-                    help=f"optimizer steps per run, {MIN_ASKER_STEPS}–{MAX_ASKER_STEPS} (default {ASKER_DEFAULTS['steps']})")
+                    help=f"the most optimizer steps per run, {MIN_ASKER_STEPS}–{MAX_ASKER_STEPS} (default "
+                         f"{ASKER_DEFAULTS['steps']}); a run ends {ASKER_DEFAULTS['after_fit_steps']} steps after its fit")
     ak.add_argument("--checkpoints", default="", help="comma-separated seeds whose fitted model is saved (with --jobs 1)")
     ak.add_argument("--checkpoint-dir", default=str(CHECKPOINT_DIR), help="where --checkpoints are saved")
     args = parser.parse_args(argv)

@@ -216,8 +216,10 @@ def summarise_stretch(rows: list[dict], quiet: int | None = None) -> list[dict]:
 # The remedies that change the training from its first step, and whose cost there the asker would pay:
 # a lower learning rate (the asker's own complaint: too slow) and Adam's ε (the optimizer setting that shrinks
 # the stretch's spike without losing the recovery).
-# Each is data/asker_regime.csv's run of the seed with that one setting changed.
-SCRATCH_DEFAULTS = dict(seeds=STRETCH_DEFAULTS["seeds"], remedies=("lower_lr", "epsilon_1e-3"))
+# Each is data/asker_regime.csv's run of the seed with that one setting changed, for a fixed 600 steps, the
+# steps in which the baseline fitted on both seeds (no early end at the fit; the baseline's PR-AUC at that step
+# is in its row's pr_auc_curve).
+SCRATCH_DEFAULTS = dict(seeds=STRETCH_DEFAULTS["seeds"], remedies=("lower_lr", "epsilon_1e-3"), steps=600)
 SCRATCH_COLUMNS = ["remedy"] + ASKER_COLUMNS
 
 
@@ -229,8 +231,9 @@ def scratch_run(seed: int, remedy: str, *, steps: int | None = None, evaluate: b
         raise ValueError(f"remedy must be one of {SCRATCH_DEFAULTS['remedies']}, got {remedy!r}")
     settings = STRETCH_REMEDIES[remedy][1]
     overrides = {"learning_rate": settings["learning_rate"]} if "learning_rate" in settings else {}
-    run = asker_run(seed, steps=steps, evaluate=evaluate, loss=loss, step=step, progress=progress,
-                    adam=settings.get("adam"), desc=f"{remedy} from scratch, seed {seed}", **overrides)
+    run = asker_run(seed, steps=steps or SCRATCH_DEFAULTS["steps"], evaluate=evaluate, loss=loss, step=step,
+                    progress=progress, adam=settings.get("adam"), desc=f"{remedy} from scratch, seed {seed}",
+                    after_fit_steps=None, **overrides)
     return {**run, "remedy": remedy}
 
 

@@ -303,6 +303,20 @@ def test_asker_run_saves_its_checkpoint_at_the_fit(tmp_path):
     assert meta["step"] == 8 and meta["pr_auc"] == pytest.approx(run["eval_pr_auc"][0], abs=1e-4)
 
 
+def test_asker_run_ends_after_fit_steps_after_its_fit():
+    """A run stops `after_fit_steps` steps after its fit (fit made to come at step 8 by a target of 0), with the
+    same batch losses as a run that is not ended early; the row's pr_auc_curve holds every evaluation."""
+    short = spikes.asker_run(4, steps=40, fit_target=0.0, eval_every=8, after_fit_steps=12)
+    full = spikes.asker_run(4, steps=24, fit_target=0.0, eval_every=8, after_fit_steps=None)
+    assert short["fitted_step"] == 8 and len(short["batch_loss"]) == 20 and len(full["batch_loss"]) == 24
+    np.testing.assert_array_equal(short["batch_loss"], full["batch_loss"][:20])
+    row = spikes.asker_row(short)
+    assert row["steps"] == 20 and list(spikes.pr_auc_curve(row)) == [8, 16, 20]
+    assert spikes.pr_auc_curve(row)[20] == row["pr_auc_final"]
+    never = spikes.asker_run(4, steps=16, fit_target=1.1, eval_every=8, after_fit_steps=4)   # never fits: the cap
+    assert never["fitted_step"] is None and len(never["batch_loss"]) == 16
+
+
 def test_a_committed_from_scratch_row_is_reproduced():
     """The row the notebook's seeds 0-2 do not retrain: checkpoint seed 2 with ε = 1e-3 from the first step
     (its first check_step steps against the table), and the remedy's setting really reaches Adam."""
