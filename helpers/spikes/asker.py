@@ -66,10 +66,13 @@ def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None,
 
     fit = {}   # the step of the first evaluation at or above fit_target
 
+    def score(k):
+        eval_steps.append(k)
+        eval_pr_auc.append(imb.pr_auc(yv, trainer.predict(xv)))
+
     def after_step(k):
         if evaluate and (k % cfg["eval_every"] == 0 or k == n_steps):
-            eval_steps.append(k)
-            eval_pr_auc.append(imb.pr_auc(yv, trainer.predict(xv)))
+            score(k)
             if "step" not in fit and eval_pr_auc[-1] >= cfg["fit_target"]:
                 fit["step"] = k
                 if checkpoint_to is not None and k < n_steps:
@@ -79,8 +82,7 @@ def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None,
         last = n_steps if cfg["after_fit_steps"] is None or "step" not in fit else \
             min(n_steps, fit["step"] + cfg["after_fit_steps"])
         if k >= last and evaluate and eval_steps[-1] != k:   # the run ends early: its final evaluation
-            eval_steps.append(k)
-            eval_pr_auc.append(imb.pr_auc(yv, trainer.predict(xv)))
+            score(k)
         return k >= last
 
     batches_per_epoch = len(tr.x) // cfg["batch_size"]
