@@ -95,11 +95,11 @@ def asker_run(seed: int, *, label_jitter: float = 0.0, steps: int | None = None,
                       desc=desc or f"Adam {cfg['learning_rate']:g}, seed {seed}", after_step=after_step)
     seconds = time.perf_counter() - start
     fitted = fit.get("step")
-    n_steps = len(log["batch_loss"])
+    trained = len(log["batch_loss"])   # the cap, or the fit + after_fit_steps
     return {"seed": seed, "label_jitter": label_jitter, "cfg": cfg, "positive_weight": w_pos,
             "positive_share": float(tr.y.mean()), **log, "eval_steps": np.array(eval_steps),
             "eval_pr_auc": np.array(eval_pr_auc, dtype=float), "fitted_step": fitted, "seconds": seconds,
-            **after_fit_summary(log, fitted, n_steps, cfg["check_step"])}
+            **after_fit_summary(log, fitted, trained, cfg["check_step"])}
 
 
 def after_fit_summary(log: dict, fitted_step: int | None, n_steps: int, check_step: int | None = None) -> dict:
