@@ -3,9 +3,16 @@ as `from notebook_runs import SEEDS`: a module named conftest is ambiguous, sinc
 tests/browser has its own)."""
 from __future__ import annotations
 
+import nbval.kernel
 import pytest
 
+from helpers.workbook.notebooks import retrying_kernel_start
 from notebook_runs import run_findings, run_rejected, start_prefetch, stop_prefetch
+
+# nbval's kernels, like execute()'s, are started again when one dies before answering (its ports
+# were taken meanwhile: several kernels and a browser start at once during `make test`)
+if not getattr(nbval.kernel.start_new_kernel, "_retrying", False):
+    nbval.kernel.start_new_kernel = retrying_kernel_start(nbval.kernel.start_new_kernel)
 
 
 def pytest_collection_finish(session):

@@ -7,12 +7,14 @@ WORKBOOK_BUILD_DIR environment variable, which the kernel inherits.
 The kernel is always this interpreter (the .venv's): `execute` puts a
 kernelspec named "python3" that points at sys.executable first on the
 kernelspec search path, so a user's own `python3` kernelspec (another Python,
-without the workbook's packages) is never picked up.
+without the workbook's packages) is never picked up. A kernel that dies before
+answering its first message is replaced by a new one (KERNEL_START_ATTEMPTS).
 """
 from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -223,22 +225,30 @@ def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | 
     output.parent.mkdir(parents=True, exist_ok=True)
     env = {"WORKBOOK_BUILD_DIR": str(Path(build_dir).resolve())} if build_dir else {}
     start = time.perf_counter()
-    ok, err, ename = True, "", ""
+    failed_starts: list[str] = []
     with environ(**env), venv_kernel() as kernel_name:
-        try:
-            pm.execute_notebook(str(notebook), str(output), parameters=parameters or {},
-                                cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output,
-                                execution_timeout=timeout, kernel_name=kernel_name)
-        except pm.PapermillExecutionError as exc:
-            ok, err, ename = False, f"{exc.ename}: {exc.evalue}", exc.ename
-        except CellTimeoutError as exc:
-            ok, err, ename = False, f"CellTimeoutError: {_first_line(exc)}", "CellTimeoutError"
-        except DeadKernelError as exc:
-            ok, ename = False, "DeadKernelError"
-            err = f"DeadKernelError: the kernel died (out of memory, os._exit, a crash): {_first_line(exc)}"
-        except Exception as exc:  # no kernel, unreadable notebook, ...: reported, never raised
-            ok, ename = False, type(exc).__name__
-            err = f"{ename}: {_first_line(exc) or repr(exc)}"
+        while True:
+            ok, err, ename = True, "", ""
+            try:
+                pm.execute_notebook(str(notebook), str(output), parameters=parameters or {},
+                                    cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output,
+                                    execution_timeout=timeout, kernel_name=kernel_name)
+            except pm.PapermillExecutionError as exc:
+                ok, err, ename = False, f"{exc.ename}: {exc.evalue}", exc.ename
+            except CellTimeoutError as exc:
+                ok, err, ename = False, f"CellTimeoutError: {_first_line(exc)}", "CellTimeoutError"
+            except DeadKernelError as exc:
+                ok, ename = False, "DeadKernelError"
+                err = f"DeadKernelError: the kernel died (out of memory, os._exit, a crash): {_first_line(exc)}"
+            except Exception as exc:  # no kernel, unreadable notebook, ...: reported, never raised
+                ok, ename = False, type(exc).__name__
+                err = f"{ename}: {_first_line(exc) or repr(exc)}"
+            if ok or not _kernel_never_started(err, output) or len(failed_starts) + 1 >= KERNEL_START_ATTEMPTS:
+                break
+            failed_starts.append(err)           # nothing ran: start the whole run again on a new kernel
+            time.sleep(KERNEL_START_PAUSE_S)
+    if failed_starts and not ok:
+        err = f"{err} (the kernel failed to start {len(failed_starts) + 1} times)"
     seconds = time.perf_counter() - start
     failed_cell = None
     if not ok and output.exists():
@@ -255,7 +265,50 @@ def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | 
             started = [i for i, cell in enumerate(nb.cells)
                        if cell.get("metadata", {}).get("papermill", {}).get("start_time")]
             failed_cell = started[-1] if started else None
-    return Execution(notebook.stem, output, dict(parameters or {}), ok, seconds, err, ename, failed_cell)
+    extra = {"failed_kernel_starts": failed_starts} if failed_starts else {}
+    return Execution(notebook.stem, output, dict(parameters or {}), ok, seconds, err, ename, failed_cell, extra)
+
+
+# A kernel can die before it answers its first message: its ports, picked free by jupyter_client,
+# were taken by another process before it bound them (jupyter/jupyter_client#154), which happens
+# when several kernels and a browser start at once. No cell has run then, so the run is started
+# again on a new kernel, at most this many times in all; a kernel that never starts is reported.
+KERNEL_START_ATTEMPTS = 3
+KERNEL_START_PAUSE_S = 1.0
+_KERNEL_START_ERRORS = ("Kernel died before replying to kernel_info", "Kernel didn't respond")
+
+
+def is_kernel_start_error(error: str) -> bool:
+    """Whether `error` is jupyter_client's report of a kernel that did not answer its first message."""
+    return any(marker in error for marker in _KERNEL_START_ERRORS)
+
+
+def retrying_kernel_start(start):
+    """`start` (jupyter_client's start_new_kernel, as nbval calls it) made again on a new kernel,
+    up to KERNEL_START_ATTEMPTS times in all, when the kernel failed to start: nothing has run then."""
+    @functools.wraps(start)
+    def start_new_kernel(*args, **kwargs):
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                return start(*args, **kwargs)
+            except RuntimeError as exc:
+                if attempt == KERNEL_START_ATTEMPTS or not is_kernel_start_error(str(exc)):
+                    raise
+                time.sleep(KERNEL_START_PAUSE_S)
+    start_new_kernel._retrying = True
+    return start_new_kernel
+
+
+def _kernel_never_started(error: str, output: Path) -> bool:
+    """Whether `error` is a kernel that failed to start, with no cell of `output` started."""
+    if not is_kernel_start_error(error):
+        return False
+    import nbformat
+    try:
+        nb = nbformat.read(output, as_version=4)
+    except Exception:       # papermill had not written its copy yet: nothing ran
+        return True
+    return not any(cell.get("metadata", {}).get("papermill", {}).get("start_time") for cell in nb.cells)
 
 
 def cell_tags(cell) -> list[str]:

@@ -289,6 +289,87 @@ def test_a_missing_kernel_is_reported_not_raised(tmp_path, monkeypatch):
     assert "no-such-kernel-for-this-test" in result.error
 
 
+def _flaky_kernel(tmp_path, monkeypatch, failures: int) -> Path:
+    """A kernelspec whose first `failures` kernels exit before answering, as one whose ports were
+    taken by another process does; later ones are this interpreter's ipykernel. Returns the counter."""
+    import contextlib
+    counter = tmp_path / "launches"
+    launcher = tmp_path / "flaky_launcher.py"
+    launcher.write_text(
+        "import os, sys\n"
+        f"counter = {str(counter)!r}\n"
+        "n = int(open(counter).read()) if os.path.exists(counter) else 0\n"
+        "open(counter, 'w').write(str(n + 1))\n"
+        f"if n < {failures}:\n"
+        "    sys.exit(1)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'ipykernel_launcher', '-f', sys.argv[1]])\n")
+    spec = tmp_path / "jupyter" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps(
+        {"argv": [sys.executable, str(launcher), "{connection_file}"], "display_name": "flaky",
+         "language": "python"}))
+
+    @contextlib.contextmanager
+    def flaky_kernel():
+        with notebooks.environ(JUPYTER_PATH=str(tmp_path / "jupyter")):
+            yield "flaky"
+    monkeypatch.setattr(notebooks, "venv_kernel", flaky_kernel)
+    monkeypatch.setattr(notebooks, "KERNEL_START_PAUSE_S", 0.0)
+    return counter
+
+
+def test_a_kernel_that_dies_before_any_cell_is_started_again(tmp_path, monkeypatch):
+    """Real kernels: the first one exits during start-up (nothing ran), the run is made on a second."""
+    counter = _flaky_kernel(tmp_path, monkeypatch, failures=1)
+    result = execute(_write_notebook(tmp_path / "00_x.ipynb", "print('ran')"), tmp_path / "out.ipynb")
+    assert result.ok, result.error
+    assert counter.read_text() == "2", "one failed start, then one that ran"
+    assert len(result.extra["failed_kernel_starts"]) == 1
+    assert "Kernel died before replying to kernel_info" in result.extra["failed_kernel_starts"][0]
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert "".join(o.get("text", "") for o in out.cells[1].outputs).strip() == "ran"
+
+
+def test_a_kernel_that_never_starts_is_reported_after_the_attempts(tmp_path, monkeypatch):
+    counter = _flaky_kernel(tmp_path, monkeypatch, failures=99)
+    result = execute(_write_notebook(tmp_path / "00_x.ipynb", "print('ran')"), tmp_path / "out.ipynb")
+    assert not result.ok
+    assert counter.read_text() == str(notebooks.KERNEL_START_ATTEMPTS)
+    assert "Kernel died before replying to kernel_info" in result.error, result.error
+    assert f"failed to start {notebooks.KERNEL_START_ATTEMPTS} times" in result.error, result.error
+
+
+def test_a_cell_error_or_a_kernel_death_mid_run_is_not_run_again(tmp_path, monkeypatch):
+    counter = _flaky_kernel(tmp_path, monkeypatch, failures=0)
+    for n, cell in enumerate(("raise ValueError('no')", "import os\nos._exit(3)"), start=1):
+        result = execute(_write_notebook(tmp_path / f"0{n}_x.ipynb", cell), tmp_path / f"out{n}.ipynb")
+        assert not result.ok and "failed_kernel_starts" not in result.extra, result.error
+        assert counter.read_text() == str(n), "one kernel per run"
+
+
+def test_nbval_starts_its_kernels_through_the_retrying_start(monkeypatch):
+    """nbval's RunningKernel calls nbval.kernel.start_new_kernel: tests/conftest.py wraps it."""
+    import nbval.kernel
+    assert getattr(nbval.kernel.start_new_kernel, "_retrying", False)
+    calls = []
+
+    def start(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return "km", "kc"
+    monkeypatch.setattr(notebooks, "KERNEL_START_PAUSE_S", 0.0)
+    assert notebooks.retrying_kernel_start(start)(kernel_name="k") == ("km", "kc") and len(calls) == 2
+
+    def broken(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("something else")
+    calls.clear()
+    with pytest.raises(RuntimeError, match="something else"):
+        notebooks.retrying_kernel_start(broken)()
+    assert len(calls) == 1, "only a kernel that failed to start is started again"
+
+
 def test_a_kernel_that_dies_is_reported_and_the_next_notebook_runs(tmp_path, monkeypatch):
     """Real kernels; the user has a `python3` kernelspec of their own that must not be used."""
     user_data = tmp_path / "user-jupyter"
