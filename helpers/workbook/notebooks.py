@@ -262,8 +262,7 @@ def execute(notebook: Path | str, output: Path, *, parameters: dict[str, Any] | 
                 break
         if failed_cell is None and nb is not None and ename == "DeadKernelError":
             # the cell that was running when the kernel died: the last one papermill started
-            started = [i for i, cell in enumerate(nb.cells)
-                       if cell.get("metadata", {}).get("papermill", {}).get("start_time")]
+            started = _started_cells(nb)
             failed_cell = started[-1] if started else None
     extra = {"failed_kernel_starts": failed_starts} if failed_starts else {}
     return Execution(notebook.stem, output, dict(parameters or {}), ok, seconds, err, ename, failed_cell, extra)
@@ -308,7 +307,12 @@ def _kernel_never_started(error: str, output: Path) -> bool:
         nb = nbformat.read(output, as_version=4)
     except Exception:       # papermill had not written its copy yet: nothing ran
         return True
-    return not any(cell.get("metadata", {}).get("papermill", {}).get("start_time") for cell in nb.cells)
+    return not _started_cells(nb)
+
+
+def _started_cells(nb) -> list[int]:
+    """Indices of the cells papermill started (it records a start_time in their metadata)."""
+    return [i for i, cell in enumerate(nb.cells) if cell.get("metadata", {}).get("papermill", {}).get("start_time")]
 
 
 def cell_tags(cell) -> list[str]:
