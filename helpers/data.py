@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DIGITS_PATH = DATA_DIR / "digits.npz"
+from .workbook.committed import find_data_dir
+
 SPLIT_SEED = 20240607  # fixed: every lesson and seed sees the same train/test split
 TEST_FRACTION = 0.2
 
@@ -45,9 +45,10 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def load_digits(path: Path = DIGITS_PATH) -> Digits:
-    """The digits with a fixed stratified 80/20 split: 1,438 train, 359 test (per class, round(0.2 · n_c) go to test)."""
-    with np.load(path) as f:
+def load_digits(path: Path | None = None) -> Digits:
+    """The digits with a fixed stratified 80/20 split: 1,438 train, 359 test (per class, round(0.2 · n_c) go to test).
+    `path` defaults to DIGITS_PATH."""
+    with np.load(path or find_data_dir() / "digits.npz") as f:
         images, labels = f["images"], f["labels"]
     x = (images.astype(np.float32) / 16.0)[..., None]
     y = labels.astype(np.int32)
@@ -116,3 +117,12 @@ def batch_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, order: str, epo
     sig = (tf.TensorSpec((None,) + x.shape[1:], tf.as_dtype(x.dtype)),
            tf.TensorSpec((None,) + y.shape[1:], tf.as_dtype(y.dtype)))
     return tf.data.Dataset.from_generator(gen, output_signature=sig), steps
+
+
+def __getattr__(name: str):
+    # DATA_DIR (the workbook's data/) and DIGITS_PATH are found when used (helpers.workbook.committed.find_data_dir)
+    if name == "DATA_DIR":
+        return find_data_dir()
+    if name == "DIGITS_PATH":
+        return find_data_dir() / "digits.npz"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
