@@ -3,12 +3,14 @@
 Section 3 of lesson 04 trains three networks for `long_epochs` epochs (clean labels; dropout + L2;
 noisy labels) and splits the reported gap into BN mode mismatch and overfitting every few epochs.
 That is most of the lesson's run time, so the default run reads the rows from the table and
-retrains only the first evaluated epochs of the clean run, which it checks against the table.
-The runs themselves are the lesson's own code: the table is made by executing the notebook.
+retrains only the first evaluated epochs of the clean run. A retrained row is one more sample of a
+chaotic run: it is judged by the committed seeds' spread (helpers.workbook.spread), not by the row of
+its own seed. The runs themselves are the lesson's own code: the table is made by executing the notebook.
 
-    LongRuns(mode, settings)          the runs of one notebook run: committed, live or regenerate
+    LongRuns(mode, settings)          the runs of one notebook run: committed, live or regenerate;
+                                      .spreads(run, row) judges one retrained row by the committed seeds
     read_table(path)                  {(settings, run): (rows, validation at end, after precise BN)}
-    max_difference(a, b)              largest absolute difference of two row arrays of one run
+    row_spreads(row, seeds_rows, n_train, n_val)   one evaluated epoch's five quantities, judged
     python -m helpers.long_runs [--seeds 0,1,2] [--out data/long_runs.csv]
                                       regenerate the table (executes notebook 04 once per seed
                                       with long_runs="regenerate"), with provenance
@@ -26,6 +28,7 @@ import numpy as np
 
 from .workbook import committed
 from .workbook.committed import parse_seeds
+from .workbook.spread import Spread, binomial_se
 
 TABLE = committed.DATA_DIR / "long_runs.csv"
 NOTEBOOK = "04_batchnorm_running_statistics"
@@ -33,12 +36,6 @@ SETTINGS = ("seed", "long_epochs", "label_noise_fraction", "batch_size", "train_
 ROW = ("epoch", "fit_accuracy", "bn_mode_mismatch", "overfitting", "reported_gap", "validation")
 COLUMNS = [*SETTINGS, "run", *ROW, "validation_at_end", "validation_precise_bn_at_end"]
 MODES = ("committed", "live", "regenerate")
-# every row is an accuracy or a difference of accuracies on 1,409 training and 359 validation images:
-# this machine reproduces them exactly; another CPU may round a few sums differently and flip an image
-# or two near a decision boundary, so recomputed rows may differ by up to 4 validation images
-TOLERANCE = 4 / 359
-
-
 def _key(settings: dict) -> tuple:
     return tuple(round(float(settings[k]), 6) for k in SETTINGS)
 
@@ -55,12 +52,25 @@ def read_table(path: str | Path = TABLE) -> dict:
     return {k: (np.array(rows), float(a), float(b)) for k, (rows, a, b) in grouped.items()}
 
 
-def max_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest absolute difference between two runs' rows (inf if their epochs differ)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape or not np.array_equal(a[:, 0], b[:, 0]):
-        return float("inf")
-    return float(np.max(np.abs(a - b)))
+def row_spreads(row, seeds_rows, n_train: int, n_val: int, same_seed=None) -> list[Spread]:
+    """One retrained evaluated epoch, [epoch, fit accuracy, BN mode mismatch, overfitting, reported gap, validation],
+    judged column by column by the committed seeds' rows at that epoch. Each column's resolution is the binomial
+    standard error of the accuracies it is made of, from this row's values: fit's accuracy and the training set in
+    inference and training mode on n_train images, validation on n_val; a difference adds their variances."""
+    epoch, fit, mode, overfit, gap, val = (float(v) for v in row)
+    train_inf = overfit + val
+    train_mode = mode + train_inf
+    se = {"fit": binomial_se(fit, n_train), "val": binomial_se(val, n_val),
+          "inf": binomial_se(train_inf, n_train), "mode": binomial_se(train_mode, n_train)}
+    both = lambda a, b: (se[a] ** 2 + se[b] ** 2) ** 0.5   # noqa: E731
+    resolution = {"fit_accuracy": se["fit"], "bn_mode_mismatch": both("mode", "inf"), "overfitting": both("inf", "val"),
+                  "reported_gap": both("fit", "val"), "validation": se["val"]}
+    seeds_rows = [np.asarray(r, float) for r in seeds_rows]
+    if not seeds_rows or any(r[0] != epoch for r in seeds_rows):
+        raise ValueError(f"epoch {epoch:g}: the committed rows are of other epochs")
+    return [Spread(f"epoch {epoch:.0f}: {col.replace('_', ' ')}", float(row[k]), [r[k] for r in seeds_rows],
+                   resolution=resolution[col], same_seed=None if same_seed is None else float(same_seed[k]))
+            for k, col in enumerate(ROW) if k > 0]
 
 
 class LongRuns:
@@ -71,7 +81,8 @@ class LongRuns:
     "regenerate": every run is trained and nothing is compared (what `python -m helpers.long_runs`
     uses). get(name, train) returns (rows, validation at the end, after precise BN), calling
     train() -> that triple when the run is not read. save(path) writes the trained runs as table
-    rows; `compared` maps each compared run to its largest difference from the table.
+    rows; `compared` lists the runs trained here whose settings the table holds for some seed (every
+    run in mode "live"; in mode "committed" those of a seed the table lacks), to be judged with `spreads`.
     """
 
     def __init__(self, mode: str, settings: dict, path: str | Path = TABLE):
@@ -81,7 +92,7 @@ class LongRuns:
         self.table = read_table(path) if mode != "regenerate" else {}
         self.read: list[str] = []
         self.trained: dict[str, tuple] = {}
-        self.compared: dict[str, float] = {}
+        self.compared: list[str] = []
 
     def table_entry(self, name: str):
         """The table's (rows, validation at end, after precise BN) for `name` at these settings, or None."""
@@ -94,10 +105,30 @@ class LongRuns:
             return found
         result = train()
         self.trained[name] = result
-        if found is not None:
-            self.compared[name] = max(max_difference(result[0], found[0]),
-                                      abs(result[1] - found[1]), abs(result[2] - found[2]))
+        if self.mode != "regenerate" and self.seeds_entries(name):   # any seed's run is one more sample
+            self.compared.append(name)
         return result
+
+    def seeds_entries(self, name: str) -> dict[int, tuple]:
+        """{seed: (rows, validation at end, after precise BN)} of run `name` at these settings, any seed."""
+        other = _key(self.settings)[1:]
+        return {int(k[0]): entry for (k, run), entry in self.table.items() if run == name and k[1:] == other}
+
+    def spreads(self, name: str, row, n_train: int, n_val: int) -> list[Spread]:
+        """One retrained evaluated epoch of run `name`, judged by the committed seeds' rows at that epoch."""
+        entries = self.seeds_entries(name)
+        at = lambda rows: rows[int(np.flatnonzero(rows[:, 0] == row[0])[0])]   # noqa: E731
+        own = entries.get(int(self.settings["seed"]))
+        return row_spreads(row, [at(rows) for rows, _, _ in entries.values()], n_train, n_val,
+                           same_seed=None if own is None else at(own[0]))
+
+    def end_spreads(self, name: str, at_end: float, precise: float, n_val: int) -> list[Spread]:
+        """A retrained run's validation accuracy at the end and after precise BN, judged by the committed seeds'."""
+        entries = self.seeds_entries(name)
+        own = entries.get(int(self.settings["seed"]))
+        return [Spread(label, value, [e[k] for e in entries.values()], resolution=binomial_se(value, n_val),
+                       same_seed=None if own is None else own[k])
+                for k, label, value in ((1, "validation at the end", at_end), (2, "after precise BN", precise))]
 
     def rows(self) -> list[dict]:
         out = []

@@ -12,8 +12,9 @@ What the lesson measures, as plain functions with explicit arguments and seeds:
     Sweep                                trains a model builder (the notebook's) over norms x batch sizes x
                                          batch orders, reusing one compiled model per normalization (fast)
     sweep_table / remedies_table         the tables a learner compares
-    committed_mnist1d_rows / row_matches the MNIST-1D runs committed in data/mnist1d_runs.csv, and the check of a
-                                         retrained row; `python -m helpers.small_batches` regenerates that table
+    committed_mnist1d_rows / _seeds      the MNIST-1D runs committed in data/mnist1d_runs.csv (one seed / all)
+    row_spreads                          a retrained row judged by the committed seeds' spread
+                                         `python -m helpers.small_batches` regenerates the table
                                          (regenerate_mnist1d, with the page's builder: page_builder)
     estimator_panel(...)                 the widget function (live estimator + highlighted sweep row)
 
@@ -426,12 +427,9 @@ def remedies_table(rows: Sequence[tuple[str, float, float, str]]) -> Table:
 MNIST1D_TABLE = "mnist1d_runs.csv"          # under data/ (helpers.workbook.committed.DATA_DIR)
 MNIST1D_COLUMNS = ["seed", "mnist1d_epochs", "learning_rate", "norm", "batch_size", "epochs", "steps",
                    "acc", "acc_precise", "train_seconds"]
-MNIST1D_SEEDS = (0, 1, 2)
+MNIST1D_SEEDS = (0, 1, 2, 3, 4, 5)
 # the notebook's defaults: the table holds these settings only; any other setting trains every row live
 MNIST1D_DEFAULTS = {"mnist1d_epochs": 2, "learning_rate": 0.001}
-# a recomputed row must give the committed accuracies within 5 of the 1,000 test signals: the same seed and
-# code give the same numbers on the machine that wrote the table; the margin is for another CPU's rounding
-MNIST1D_ROW_TOLERANCE = 0.005
 NOTEBOOK_02 = "02_batchnorm_small_batches"
 
 
@@ -467,14 +465,34 @@ def committed_mnist1d_rows(seed: int, mnist1d_epochs: int, learning_rate: float,
             and abs(float(r["learning_rate"]) - learning_rate) <= 1e-12}
 
 
-def row_matches(live: RunResult, row: dict, tol: float = MNIST1D_ROW_TOLERANCE) -> tuple[bool, float]:
-    """(same steps and every accuracy within tol, largest |difference|) of a recomputed run and its committed row."""
-    pairs = [(live.acc, float(row["acc"]))]
-    if live.acc_precise is not None or row["acc_precise"] != "":
-        pairs.append((live.acc_precise, float(row["acc_precise"])))
-    diff = max(abs(a - b) for a, b in pairs)
-    same_steps = (live.steps, live.epochs) == (int(row["steps"]), int(row["epochs"]))
-    return bool(same_steps and diff <= tol), float(diff)
+def committed_mnist1d_seeds(mnist1d_epochs: int, learning_rate: float, path=None) -> dict:
+    """{(norm, batch size): {seed: row}} of every committed seed for this setting; {} when it is not tabulated."""
+    from .workbook.committed import DATA_DIR, read_csv_rows
+    rows = read_csv_rows(path or DATA_DIR / MNIST1D_TABLE, keep_text=("norm",))
+    out: dict = {}
+    for r in rows:
+        if int(r["mnist1d_epochs"]) == mnist1d_epochs and abs(float(r["learning_rate"]) - learning_rate) <= 1e-12:
+            out.setdefault((r["norm"], int(r["batch_size"])), {})[int(r["seed"])] = r
+    return out
+
+
+def row_spreads(live: RunResult, rows_by_seed: dict, seed: int, n_test: int) -> list:
+    """A recomputed MNIST-1D run judged by the committed seeds of its setting (helpers.workbook.spread): its test
+    accuracy and, where the model has BN, its precise-BN accuracy, each against the seeds' range widened by
+    3 × max(binomial standard error on n_test signals, the seeds' sd). A run of another length is not comparable."""
+    from .workbook.spread import Spread, binomial_se
+    steps = {(int(r["steps"]), int(r["epochs"])) for r in rows_by_seed.values()}
+    if steps != {(live.steps, live.epochs)}:
+        raise ValueError(f"{live.norm} b={live.batch_size}: {live.steps} steps × {live.epochs} epochs, the committed "
+                         f"rows have {sorted(steps)}: not the same run")
+    own = rows_by_seed.get(seed)
+    out = [Spread("test accuracy", live.acc, [r["acc"] for r in rows_by_seed.values()],
+                  resolution=binomial_se(live.acc, n_test), same_seed=None if own is None else own["acc"])]
+    if live.acc_precise is not None:
+        out.append(Spread("after precise BN", live.acc_precise, [r["acc_precise"] for r in rows_by_seed.values()],
+                          resolution=binomial_se(live.acc_precise, n_test),
+                          same_seed=None if own is None else own["acc_precise"]))
+    return out
 
 
 def page_builder(cell_id: str = "a02bldc"):

@@ -68,10 +68,12 @@ def test_mnist1d_dense_bn_is_what_breaks(findings, seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_mnist1d_rows_reproduce_the_committed_table(findings, seed):
-    # every run retrains the BN batch-2 row of its own seed (a different row of data/mnist1d_runs.csv per seed)
+    # every run retrains the BN batch-2 row of its own seed and judges it by the committed seeds' spread
+    # (seeds 1 and 2 run under other arithmetic: tests/notebook_runs.py, RUN_ENVIRONMENTS)
     f = findings(STEM, seed)
-    assert f["mnist1d_rows_recomputed"] >= 1
-    assert f["mnist1d_recomputed_rows_match"] is True
+    assert f["committed_rows_recomputed"] >= 1
+    assert f["committed_rows_within_spread"] is True
+    assert f["mnist1d_table_seeds"] >= 3
 
 
 # the notebook retrains only the BN batch-2 row; these retrain other rows of the committed table with the page's builder
@@ -83,13 +85,13 @@ def test_other_committed_mnist1d_rows_recompute(seed):
     from helpers import small_batches as sb
     from helpers.mnist1d import load_mnist1d
     epochs, lr = sb.MNIST1D_DEFAULTS["mnist1d_epochs"], sb.MNIST1D_DEFAULTS["learning_rate"]
-    committed = sb.committed_mnist1d_rows(seed, epochs, lr)
+    committed = sb.committed_mnist1d_seeds(epochs, lr)
     sweep = sb.mnist1d_sweep(sb.page_builder(), load_mnist1d(), seed, epochs, lr)
     run_epochs = {(n, b): e for n, b, e in sb.mnist1d_settings(epochs)}
     for norm, b in OTHER_ROWS[seed]:
         live = sweep.run(norm, "iid", b, epochs=run_epochs[(norm, b)])
-        ok, diff = sb.row_matches(live, committed[(norm, b)])
-        assert ok, f"seed {seed} {norm} b={b}: |difference| {diff:.4f} from data/{sb.MNIST1D_TABLE}"
+        spreads = sb.row_spreads(live, committed[(norm, b)], seed, len(load_mnist1d().y_test))
+        assert all(s.within for s in spreads), f"seed {seed} {norm} b={b}: " + "; ".join(s.describe() for s in spreads)
 
 
 @pytest.mark.parametrize("bad", [

@@ -55,13 +55,14 @@ def test_spike_measurement(findings, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_committed_rows_recomputed(findings, seed):
     f = findings(STEM, seed)
-    # the notebook retrained one spike-map row, the first steps of one asker-regime row and the
-    # baseline row of data/remedies.csv (seed 2: the focal row too) and compared them
-    assert f["spike_map_row_recomputed_matches"] is True
-    assert f["asker_row_recomputed_matches"] is True
-    assert f["stretch_row_recomputed_matches"] is True
-    assert f["remedy_row_recomputed_matches"] is True
-    assert f["scratch_row_recomputed_matches"] is True
+    # the notebook retrained one spike-map row, the first steps of one asker-regime row and of one
+    # from-scratch row, and the baseline row of data/remedies.csv (seed 2: the focal row too), and judged
+    # each as one more sample of the committed seeds (seeds 1 and 2 run under other arithmetic:
+    # tests/notebook_runs.py, RUN_ENVIRONMENTS)
+    assert f["committed_rows_recomputed"] == (5 if seed == 2 else 4)
+    assert f["committed_rows_within_spread"] is True
+    # the map's claim, evaluated again with the live row in place of its seed's
+    assert f["spike_fraction_of_seeds_high_lr_with_live_row"] >= f["spike_fraction_of_seeds_asker_lr_short_runs"] + 0.3
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -20,7 +20,7 @@
 Everything is re-exported here, so notebooks keep `from helpers import spikes; spikes.train_run(...)`.
 """
 from .asker import ASKER_DEFAULTS, after_fit_summary, asker_row, asker_run, asker_split, pr_auc_curve
-from .committed import (ASKER_COLUMNS, DATA_DIR, SPIKE_MAP_COLUMNS, SWEEP_COLUMNS, matches_row, read_csv_rows,
+from .committed import (ASKER_COLUMNS, DATA_DIR, SPIKE_MAP_COLUMNS, SWEEP_COLUMNS, column_spreads, read_csv_rows,
                         read_spike_map)
 from .flags import flag_spikes, jumps_above_median, running_median, running_median_ratio, wilson_interval
 from .inspector import (SpikeInspector, fixed_model_batch_losses, inspected_tagger, loss_breakdown,
@@ -35,7 +35,7 @@ from .training import (REMEDIES, DataSplit, RunResult, TaggerTrainer, adam_step,
                        replay_until_spike, train_run, trainer_for)
 
 __all__ = ["ASKER_DEFAULTS", "after_fit_summary", "asker_row", "asker_run", "asker_split", "pr_auc_curve",
-           "ASKER_COLUMNS", "DATA_DIR", "SPIKE_MAP_COLUMNS", "SWEEP_COLUMNS", "matches_row", "read_csv_rows",
+           "ASKER_COLUMNS", "DATA_DIR", "SPIKE_MAP_COLUMNS", "SWEEP_COLUMNS", "column_spreads", "read_csv_rows",
            "read_spike_map", "flag_spikes", "jumps_above_median", "running_median", "running_median_ratio",
            "wilson_interval", "SpikeInspector", "fixed_model_batch_losses", "inspected_tagger", "loss_breakdown",
            "undo_running_mean", "figure_png", "mechanism_table", "plot_batch_vs_monitored", "plot_fit_curves",

@@ -17,7 +17,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .findings import start_findings
+from .arithmetic import NUDGE_ENV, arithmetic, install_one_ulp_nudge
+from .findings import record, start_findings
 from .params import Int, ParameterError, unknown_parameter_error, validate
 
 # papermill writes the values it is given into a new cell that starts with this comment
@@ -92,9 +93,14 @@ def environment_summary(seed: int) -> str:
     import numpy as np
     import tensorflow as tf
     devices = [d.name.replace("/device:", "") for d in tf.config.list_logical_devices()]
+    arith = arithmetic()
+    other = [text for on, text in ((arith["TF_ENABLE_ONEDNN_OPTS"] == "1", "oneDNN on"),
+                                   (arith["cpus_allowed"] < (os.cpu_count() or 1), f"{arith['cpus_allowed']} core(s) allowed"),
+                                   (arith["NPY_DISABLE_CPU_FEATURES"], f"NumPy without {arith['NPY_DISABLE_CPU_FEATURES']}"),
+                                   (arith["one_ulp_nudge"], "one initial weight per model moved by one ulp")) if on]
     return (f"Python {platform.python_version()} · TensorFlow {tf.__version__} · Keras {keras.__version__}"
             f" · NumPy {np.__version__} · {os.cpu_count()} CPU cores · devices: {', '.join(devices)}"
-            f" · seed {seed}")
+            f" · seed {seed}" + (f" · other arithmetic: {', '.join(other)}" if other else ""))
 
 
 def injected_parameter_names(history: list[str] | None = None) -> list[str] | None:
@@ -165,11 +171,15 @@ def setup(notebook: str, *, seed: tuple, logical_devices: int | tuple = 0, verbo
         # re-raised here so the notebook shows one short traceback, not helper internals
         raise ParameterError(str(err)) from None
     quiet_tensorflow()
+    if os.environ.get(NUDGE_ENV):
+        install_one_ulp_nudge()
     if logical_devices:
         configure_logical_devices(logical_devices)
     seed_value = clean["seed"]
     seed_everything(seed_value)
     start_findings(notebook, seed_value, clean)
+    for name, value in arithmetic().items():      # what decides this run's floating-point arithmetic
+        record(f"arithmetic_{name.lower()}", value)
     run = Run(notebook=notebook, seed=seed_value, params=clean,
               logical_devices=logical_devices, summary=environment_summary(seed_value))
     if verbose:

@@ -53,7 +53,7 @@ def test_modes_read_train_and_compare(tmp_path):
     writer = lr.LongRuns("regenerate", settings, path=tmp_path / "none.csv")
     train, calls = _fake(0.0)
     writer.get("plain", train)
-    assert calls == [1] and writer.compared == {} and writer.read == []
+    assert calls == [1] and writer.compared == [] and writer.read == []
     table = writer.save(tmp_path / "t.csv")
 
     reader = lr.LongRuns("committed", settings, path=table)
@@ -62,24 +62,22 @@ def test_modes_read_train_and_compare(tmp_path):
     assert calls == [] and reader.read == ["plain"] and (at_end, precise) == (0.7, 0.71)
     assert rows.shape == (2, 6) and rows[1, 0] == 6
     other, calls = _fake(0.0)
-    reader.get("noisy_labels", other)             # not in the table: trained, nothing to compare
-    assert calls == [1] and reader.compared == {}
+    reader.get("noisy_labels", other)             # not in the table for any seed: trained, nothing to compare
+    assert calls == [1] and reader.compared == []
 
     live = lr.LongRuns("live", settings, path=table)
     train, calls = _fake(0.05)                    # the same run but for 0.05 in two columns
     live.get("plain", train)
-    assert calls == [1] and live.compared["plain"] == pytest.approx(0.05)
+    assert calls == [1] and live.compared == ["plain"]
+    unseen = lr.LongRuns("committed", {**settings, "seed": 6}, path=table)
+    train, calls = _fake(0.0)
+    unseen.get("plain", train)                    # a seed the table lacks: trained, and judged by the seeds it has
+    assert calls == [1] and unseen.compared == ["plain"] and unseen.read == []
 
     elsewhere = lr.LongRuns("committed", {**settings, "label_noise_fraction": 0.3}, path=table)
     train, calls = _fake(0.0)
     elsewhere.get("plain", train)                 # other settings are never read
     assert calls == [1] and elsewhere.read == []
-
-
-def test_max_difference_refuses_runs_evaluated_at_other_epochs():
-    a = np.array([[3, 0.5, 0, 0, 0, 0.5]])
-    assert lr.max_difference(a, a + [0, 0.25, 0, 0, 0, 0]) == 0.25
-    assert lr.max_difference(a, a + [3, 0, 0, 0, 0, 0]) == float("inf")
 
 
 def test_an_unknown_mode_is_refused():
@@ -93,3 +91,21 @@ def test_the_command_refuses_bad_seeds(seeds, capsys):
         lr.main(["--seeds", seeds])
     assert exc.value.code == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_a_retrained_row_is_judged_by_the_committed_seeds_at_its_epoch():
+    table = lr.LongRuns("committed", SETTINGS)
+    seeds_rows = table.seeds_entries("plain")
+    assert sorted(seeds_rows) == [0, 1, 2]
+    first = {s: rows[0] for s, (rows, _, _) in seeds_rows.items()}
+    # a committed seed's own row is inside its seeds' spread, with its own value shown beside it
+    spreads = table.spreads("plain", first[1], 1409, 359)
+    assert len(spreads) == 5 and all(s.within for s in spreads)
+    assert [s.same_seed for s in spreads] == pytest.approx(list(first[0][1:]))   # settings' seed is 0
+    # a row whose validation accuracy is 30 points off is caught, and only that column (and the gap) fail
+    off = first[1] + np.array([0, 0, 0, -0.3, 0.3, 0.3]) * [1, 1, 1, 1, 1, 1]
+    off[5] = first[1][5] - 0.3
+    bad = {s.quantity.split(": ")[1]: s.within for s in table.spreads("plain", off, 1409, 359)}
+    assert bad["validation"] is False and bad["fit accuracy"] is True
+    with pytest.raises(ValueError, match="other epochs"):
+        lr.row_spreads(first[1], [seeds_rows[0][0][1]], 1409, 359)

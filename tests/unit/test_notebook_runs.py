@@ -30,3 +30,22 @@ def test_tests_without_findings_or_a_seed_plan_nothing():
              item("tests/test_03_x.py", "03_x"),                               # no seed parameter
              item("tests/unit/test_data.py", None, 1)]                         # no STEM
     assert planned_runs(items) == []
+
+
+def test_table_readers_run_seeds_1_and_2_under_other_arithmetic():
+    import os
+    from notebook_runs import TABLE_READERS, findings_job, has_avx512, pinned, run_environment
+    from helpers.workbook.arithmetic import AVX512_OFF, NUDGE_ENV
+    for stem in TABLE_READERS:
+        one = findings_job(stem, 1)
+        assert one["env"] == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+        assert one["cpus"] is None or len(one["cpus"]) == 1
+        two = findings_job(stem, 2)
+        assert two["env"][NUDGE_ENV] == "1" and two["cpus"] is None
+        assert (two["env"].get("NPY_DISABLE_CPU_FEATURES") == AVX512_OFF) == has_avx512()
+        assert run_environment(stem, 0) == {"env": {}, "cpus": None}
+    assert run_environment("01_steps_epochs_and_batches", 1) == {"env": {}, "cpus": None}
+    before = os.sched_getaffinity(0)
+    with pinned([min(before)]):
+        assert os.sched_getaffinity(0) == {min(before)}
+    assert os.sched_getaffinity(0) == before

@@ -222,22 +222,26 @@ def test_committed_mnist1d_table_is_complete_with_provenance():
 
 
 def test_committed_mnist1d_rows_only_for_tabulated_settings():
-    assert sb.committed_mnist1d_rows(3, 2, 0.001) == {}
+    assert sb.committed_mnist1d_rows(13, 2, 0.001) == {}
     assert sb.committed_mnist1d_rows(0, 5, 0.001) == {}
     assert sb.committed_mnist1d_rows(0, 2, 0.01) == {}
 
 
-def test_mnist1d_row_round_trip_and_row_matches():
+def test_mnist1d_row_round_trip_and_row_spreads():
     res = sb.RunResult("batch", "iid", 2, 2, 0.001, 2000, 3.2, 0.31, None, 0.324)
     row = sb.mnist1d_row(res, seed=0, mnist1d_epochs=2)
     assert set(row) == set(sb.MNIST1D_COLUMNS)
     back = sb.result_from_row(row)
     assert (back.norm, back.batch_size, back.steps, back.acc, back.acc_precise) == ("batch", 2, 2000, 0.31, 0.324)
-    assert sb.row_matches(res, row) == (True, 0.0)
-    off = dict(row, acc_precise=0.324 + 2 * sb.MNIST1D_ROW_TOLERANCE)
-    ok, diff = sb.row_matches(res, off)
-    assert not ok and diff == pytest.approx(2 * sb.MNIST1D_ROW_TOLERANCE)
-    assert not sb.row_matches(res, dict(row, steps=1000))[0]   # other steps: not the same run
+    seeds = {0: row, 1: dict(row, seed=1, acc=0.33, acc_precise=0.34), 2: dict(row, seed=2, acc=0.32, acc_precise=0.33)}
+    spreads = sb.row_spreads(res, seeds, 0, 1000)
+    assert [s.quantity for s in spreads] == ["test accuracy", "after precise BN"]
+    assert all(s.within for s in spreads) and spreads[0].same_seed == 0.31
+    # a run far outside the seeds' range (0.31–0.33, margin 3 × SE ≈ 0.044) is caught
+    far = sb.RunResult("batch", "iid", 2, 2, 0.001, 2000, 3.2, 0.20, None, 0.324)
+    assert not sb.row_spreads(far, seeds, 5, 1000)[0].within
+    with pytest.raises(ValueError, match="not the same run"):   # other steps: not the same setting
+        sb.row_spreads(sb.RunResult("batch", "iid", 2, 1, 0.001, 1000, 3.2, 0.31, None, 0.324), seeds, 0, 1000)
 
 
 def test_page_builder_is_the_notebooks():

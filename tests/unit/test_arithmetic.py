@@ -1,0 +1,46 @@
+"""helpers.workbook.arithmetic: the one-ulp nudge and the arithmetic a run records (in a child process:
+the nudge patches Keras for the rest of the process)."""
+import json
+import os
+import subprocess
+import sys
+
+CHILD = r"""
+import json, os
+import numpy as np
+import keras
+from helpers.workbook.arithmetic import install_one_ulp_nudge, arithmetic
+
+def build():
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    return [w.numpy().copy() for w in m.weights]
+
+plain = build()
+install_one_ulp_nudge()
+nudged, again = build(), build()
+print(json.dumps({
+    "changed": [int(np.sum(a != b)) for a, b in zip(plain, nudged)],
+    "one_ulp": bool(nudged[0].flat[0] == np.nextafter(plain[0].flat[0], np.inf, dtype=np.float32)),
+    "repeatable": all(np.array_equal(a, b) for a, b in zip(nudged, again)),
+    "arithmetic": arithmetic()}))
+"""
+
+
+def _child(env):
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_nudge_moves_exactly_one_initial_weight_by_one_ulp_per_seeded_model():
+    got = _child({"WORKBOOK_NUDGE_ONE_WEIGHT": "1", "TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert got["changed"] == [1, 0, 0, 0]          # the first kernel's first element, nothing else
+    assert got["one_ulp"] and got["repeatable"]
+    assert got["arithmetic"]["one_ulp_nudge"] is True and got["arithmetic"]["TF_ENABLE_ONEDNN_OPTS"] == "1"
+
+
+def test_arithmetic_records_what_was_asked():
+    got = _child({"NPY_DISABLE_CPU_FEATURES": "", "WORKBOOK_NUDGE_ONE_WEIGHT": ""})
+    assert got["arithmetic"]["one_ulp_nudge"] is False and got["arithmetic"]["cpus_allowed"] >= 1
