@@ -181,6 +181,7 @@ def _patch_kernel_channel_polling() -> None:
                     raise
 
     get_msg._sliced = True
+    get_msg._original = original      # jupyter_client's own, for the tests that show the stall
     AsyncZMQSocketChannel.get_msg = get_msg
 
 
