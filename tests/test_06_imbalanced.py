@@ -119,11 +119,22 @@ def test_remedies_at_asker_lr(findings, seed):
     assert f["baseline_steps_to_fit_from_scratch"] > 10 * max(f["baseline_steps_to_target"], 1)
 
 
+def test_a_spike_is_replayed_on_some_seed(findings):
+    # at lr 0.1, 8 of the map's 10 committed seeds spike; whether one live row does is a sample (seed 2 runs
+    # with one ulp moved and did not spike here: tests/notebook_runs.py). At that rate all three of seeds 0-2
+    # miss with probability about 0.2³ < 1 %, so at least one must give the replay a spike
+    found = [findings(STEM, seed)["adam_spike_found"] for seed in SEEDS]
+    assert any(found), found
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_adam_at_the_spike_step(findings, seed):
     f = findings(STEM, seed)
-    # section 6's live row spikes on seeds 0-2 (committed map); the replay must find that spike
-    assert f["adam_spike_found"] is True
+    # the replay of section 6's live row finds a monitored spike exactly when that row spiked
+    assert f["adam_spike_found"] is f["spike_map_live_row_spiked"]
+    if not f["adam_spike_found"]:
+        assert "adam_update_over_lr_at_spike_median" not in f     # nothing is reported about a spike that was not
+        return
     # the update that raised the monitored loss is an ordinary Adam step, not an outsized one
     assert f["adam_update_over_lr_at_spike_median"] <= 1.5 * f["adam_update_over_lr_quiet_median"]
     # Kingma & Ba's bound on |Δw|/lr for β1 = 0.9, β2 = 0.999: (1 - β1) / sqrt(1 - β2)

@@ -121,21 +121,29 @@ def unsliced(monkeypatch):
 
 def test_a_send_on_the_shell_channel_can_strand_the_reply_of_a_poll_without_timeout(unsliced):
     # jupyter_client alone, no timeout: the reply sits in the socket and nothing wakes the wait
-    msg_type, _ = asyncio.run(_reply_after_swallowed_wakeup(timeout=None, wait=2.0))
+    msg_type, _ = _run(_reply_after_swallowed_wakeup(timeout=None, wait=2.0))
     assert msg_type is None, ("the reply was read without a timeout: jupyter_client/pyzmq no longer lose the "
                               "wake-up, so the README's paragraph on --execution-timeout can be revisited")
 
 
 def test_the_readme_timeout_reads_the_stranded_reply(unsliced):
     # --execution-timeout T: when T runs out the poll looks at the socket again and finds the reply
-    msg_type, seconds = asyncio.run(_reply_after_swallowed_wakeup(timeout=1.0, wait=5.0))
+    msg_type, seconds = _run(_reply_after_swallowed_wakeup(timeout=1.0, wait=5.0))
     assert msg_type == "execute_reply" and seconds < 2.0, (msg_type, seconds)
 
 
 def test_make_runs_polling_reads_the_stranded_reply(unsliced):
     notebooks._patch_kernel_channel_polling()      # on jupyter_client's own get_msg (restored afterwards)
-    msg_type, seconds = asyncio.run(_reply_after_swallowed_wakeup(timeout=None, wait=5.0))
+    msg_type, seconds = _run(_reply_after_swallowed_wakeup(timeout=None, wait=5.0))
     assert msg_type == "execute_reply" and seconds <= notebooks._POLL_SLICE_S + 1.0, (msg_type, seconds)
+
+
+def _run(coroutine):
+    """asyncio.run in a thread of its own: earlier tests of the session may leave an event loop running in
+    this one (asyncio.run refuses to start inside it)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _papermill_commands(text: str) -> list[str]:
