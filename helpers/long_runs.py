@@ -36,6 +36,8 @@ SETTINGS = ("seed", "long_epochs", "label_noise_fraction", "batch_size", "train_
 ROW = ("epoch", "fit_accuracy", "bn_mode_mismatch", "overfitting", "reported_gap", "validation")
 COLUMNS = [*SETTINGS, "run", *ROW, "validation_at_end", "validation_precise_bn_at_end"]
 MODES = ("committed", "live", "regenerate")
+
+
 def _key(settings: dict) -> tuple:
     return tuple(round(float(settings[k]), 6) for k in SETTINGS)
 

@@ -456,13 +456,9 @@ def result_from_row(row: dict) -> RunResult:
 
 
 def committed_mnist1d_rows(seed: int, mnist1d_epochs: int, learning_rate: float, path=None) -> dict:
-    """{(norm, batch size): row} of the committed table for this setting; {} when it is not tabulated."""
-    from .workbook.committed import DATA_DIR, read_csv_rows
-    path = path or DATA_DIR / MNIST1D_TABLE
-    rows = read_csv_rows(path, keep_text=("norm",))
-    return {(r["norm"], int(r["batch_size"])): r for r in rows
-            if int(r["seed"]) == seed and int(r["mnist1d_epochs"]) == mnist1d_epochs
-            and abs(float(r["learning_rate"]) - learning_rate) <= 1e-12}
+    """{(norm, batch size): row} of the committed table for this seed and setting; {} when it is not tabulated."""
+    return {k: rows[seed] for k, rows in committed_mnist1d_seeds(mnist1d_epochs, learning_rate, path).items()
+            if seed in rows}
 
 
 def committed_mnist1d_seeds(mnist1d_epochs: int, learning_rate: float, path=None) -> dict:

@@ -44,3 +44,16 @@ def test_the_nudge_moves_exactly_one_initial_weight_by_one_ulp_per_seeded_model(
 def test_arithmetic_records_what_was_asked():
     got = _child({"NPY_DISABLE_CPU_FEATURES": "", "WORKBOOK_NUDGE_ONE_WEIGHT": ""})
     assert got["arithmetic"]["one_ulp_nudge"] is False and got["arithmetic"]["cpus_allowed"] >= 1
+
+
+def test_every_deterministic_comparison_listed_is_a_finding_its_notebook_records():
+    import re
+    from helpers.workbook.notebooks import notebook_path
+    from helpers.workbook.tolerances import DETERMINISTIC
+    for stem, names in DETERMINISTIC.items():
+        source = notebook_path(stem).read_text(encoding="utf-8")
+        # record("name", ...) or record(f"name_{k}_...", ...): a placeholder matches any value of the parameter
+        names_written = re.findall(r'record\(f?\\"([a-z0-9_{}]+)\\"', source)   # only [a-z0-9_{}]: safe in a regex
+        recorded = [re.compile(re.sub(r"\{[a-z0-9_]+\}", "[a-z0-9_]+", n) + "$") for n in names_written]
+        missing = [n for n in names if not any(r.match(n) for r in recorded)]
+        assert not missing, (stem, missing)
