@@ -23,12 +23,12 @@ CONFIGS = {  # name: (environment variables, pin to the first allowed core)
 
 # findings that compare two computations that should agree to rounding, with the tolerance of their check
 DETERMINISTIC = {
-    "01_steps_epochs_and_batches": {"accumulated_vs_full_gradient_max_abs_diff": "1e-6 × max(1, |g|)",
+    "01_steps_epochs_and_batches": {"accumulated_vs_full_gradient_max_abs_diff": "1e-6 × max(1, ‖g‖)",
                                     "compiled_loop_vs_fit_max_abs_diff": "1e-5"},
     "02_batchnorm_small_batches": {"max_abs_diff_numpy_vs_keras": "1e-5"},
     "03_batchnorm_train_vs_inference": {
         "max_abs_diff_batch1_vs_batch256_inference": "1e-5", "max_abs_diff_predict_vs_call_inference": "1e-5",
-        "conv_bn_batch1_vs_instance_norm_max_abs_diff": "1e-4", "max_abs_diff_fold_by_hand": "1e-4 × max(1, |out|)",
+        "conv_bn_batch1_vs_instance_norm_max_abs_diff": "1e-4", "max_abs_diff_fold_by_hand": "1e-4 × max(1, max ‖out‖)",
         "max_abs_diff_folded_vs_original": "1e-4", "max_abs_diff_stream_vs_batch": "1e-5",
         "max_abs_diff_export_vs_inference": "1e-5", "frozen_bn_training_true_vs_inference_max_abs_diff": "1e-5",
         "subclassed_propagated_batch_diff": "1e-5"},
