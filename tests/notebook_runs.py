@@ -17,7 +17,6 @@ is made in the foreground.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from helpers.workbook.findings import REPO_ROOT, build_dir, findings_path
+from helpers.workbook.arithmetic import pinned
 from helpers.workbook.notebooks import environ, execute, notebook_path
 
 SESSION_START = time.time()
@@ -114,20 +114,6 @@ def setup_job(notebook: Path | str, parameters: dict) -> dict:
     return {"id": f"setup-{notebook.stem}-{key}", "notebook": str(notebook), "output": str(root / notebook.name),
             "parameters": parameters, "build_dir": str(root / "build"), "head": True,
             "cwd": str(REPO_ROOT)}
-
-
-@contextlib.contextmanager
-def pinned(cpus):
-    """Run the block (and the processes it starts) on `cpus` only; None: unchanged."""
-    if not cpus:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def _result_path(job: dict) -> Path:

@@ -14,11 +14,13 @@ the kernel papermill starts):
                                         result as much as another CPU does
 
     install_one_ulp_nudge()     what setup() calls when WORKBOOK_NUDGE_ONE_WEIGHT is set
-    arithmetic()                the settings in effect, recorded by setup() as the finding `arithmetic`
+    arithmetic()                the settings in effect, recorded by setup() as the findings `arithmetic_*`
+    cpus_allowed(), pinned()    the cores this process may use; a block (and what it starts) on fewer
     AVX512_OFF                  the NPY_DISABLE_CPU_FEATURES value above
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 NUDGE_ENV = "WORKBOOK_NUDGE_ONE_WEIGHT"
@@ -74,10 +76,26 @@ def install_one_ulp_nudge() -> None:
 
 
 def cpus_allowed() -> int:
+    """The cores this process may run on (its CPU affinity; os.cpu_count() where that is unknown)."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
+    except (AttributeError, OSError):  # macOS, Windows
         return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def pinned(cpus):
+    """Run the block, and the processes it starts (a kernel inherits it), on `cpus` only; None or
+    a system without CPU affinity: unchanged."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def arithmetic() -> dict:

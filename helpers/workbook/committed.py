@@ -25,6 +25,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .arithmetic import cpus_allowed
+
 #: set it to the data/ folder when the workbook's helpers are installed away from the repository
 DATA_ENV_VAR = "WORKBOOK_DATA_DIR"
 #: a data/ folder is the workbook's when it holds this file (every lesson reads it)
@@ -191,10 +193,7 @@ def machine_description() -> dict:
     elif system == "Darwin":
         model, flags = _cpu_macos()
         source = "sysctl" if model or flags else source
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):                        # macOS, Windows
-        cores = os.cpu_count()
+    cores = cpus_allowed()
     try:
         from tensorflow.python.util import _pywrap_util_port   # private, so guarded
         onednn = bool(_pywrap_util_port.IsMklEnabled())

@@ -40,11 +40,6 @@ def binomial_se(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
-def difference_se(n_a: int, n_b: int) -> float:
-    """The largest standard error of a difference of two accuracies on n_a and n_b examples (p = 0.5)."""
-    return math.sqrt(0.25 / n_a + 0.25 / n_b)
-
-
 @dataclass(frozen=True)
 class Spread:
     """One recomputed quantity and the committed seeds' values it is judged by."""

@@ -50,6 +50,7 @@ def _main(argv=None) -> int:
     DETERMINISTIC, its value per configuration, the worst and the check's tolerance (a Markdown table)."""
     import argparse
 
+    from .arithmetic import pinned
     from .findings import build_dir
     from .notebooks import environ, execute, notebook_path
     parser = argparse.ArgumentParser(prog="python -m helpers.workbook.tolerances", description=_main.__doc__)
@@ -59,24 +60,18 @@ def _main(argv=None) -> int:
     if unknown:
         parser.error(f"no deterministic findings listed for {unknown}; choose from {sorted(DETERMINISTIC)}")
     root, values = Path(build_dir()) / "arithmetic", {}
-    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    first = [min(os.sched_getaffinity(0))] if hasattr(os, "sched_getaffinity") else None
     for config, (env, one_core) in CONFIGS.items():
         folder = root / config.replace(", ", "-").replace(" ", "_")
-        try:
-            if one_core and before:
-                os.sched_setaffinity(0, {min(before)})
-            with environ(**env):
-                for stem in args.notebooks:
-                    result = execute(notebook_path(stem), folder / f"{stem}.ipynb", build_dir=folder)
-                    print(f"{config}: {stem} {'ok' if result.ok else 'FAILED: ' + result.error} ({result.seconds:.0f} s)",
-                          flush=True)
-                    if result.ok:
-                        found = json.loads((folder / "findings" / f"{stem}.json").read_text())["findings"]
-                        for name in DETERMINISTIC[stem]:
-                            values.setdefault((stem, name), {})[config] = found.get(name)
-        finally:
-            if before:
-                os.sched_setaffinity(0, before)
+        with pinned(first if one_core else None), environ(**env):
+            for stem in args.notebooks:
+                result = execute(notebook_path(stem), folder / f"{stem}.ipynb", build_dir=folder)
+                print(f"{config}: {stem} {'ok' if result.ok else 'FAILED: ' + result.error} ({result.seconds:.0f} s)",
+                      flush=True)
+                if result.ok:
+                    found = json.loads((folder / "findings" / f"{stem}.json").read_text())["findings"]
+                    for name in DETERMINISTIC[stem]:
+                        values.setdefault((stem, name), {})[config] = found.get(name)
     print("| notebook | finding | tolerance | " + " | ".join(CONFIGS) + " | worst |")
     print("|---|---|---|" + "---|" * (len(CONFIGS) + 1))
     for (stem, name), per in values.items():

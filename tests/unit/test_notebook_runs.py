@@ -34,8 +34,8 @@ def test_tests_without_findings_or_a_seed_plan_nothing():
 
 def test_table_readers_run_seeds_1_and_2_under_other_arithmetic():
     import os
-    from notebook_runs import TABLE_READERS, findings_job, has_avx512, pinned, run_environment
-    from helpers.workbook.arithmetic import AVX512_OFF, NUDGE_ENV
+    from notebook_runs import TABLE_READERS, findings_job, has_avx512, run_environment
+    from helpers.workbook.arithmetic import AVX512_OFF, NUDGE_ENV, pinned
     for stem in TABLE_READERS:
         one = findings_job(stem, 1)
         assert one["env"] == {"TF_ENABLE_ONEDNN_OPTS": "1"}

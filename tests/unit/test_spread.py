@@ -3,13 +3,12 @@ import math
 
 import pytest
 
-from helpers.workbook.spread import Recomputed, Spread, binomial_se, column_spreads, difference_se, spread_summary
+from helpers.workbook.spread import Recomputed, Spread, binomial_se, column_spreads, spread_summary
 
 
 def test_binomial_se_and_its_floor():
     assert binomial_se(0.3, 1000) == pytest.approx(math.sqrt(0.21 / 1000))
     assert binomial_se(1.0, 400) > 0            # a perfect score keeps half an example of resolution
-    assert difference_se(1409, 359) == pytest.approx(math.sqrt(0.25 / 1409 + 0.25 / 359))
 
 
 def test_interval_is_the_range_widened_by_k_times_the_larger_noise():
