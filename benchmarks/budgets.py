@@ -26,6 +26,9 @@ TRAIN_OVERHEAD_RATIO = 1.10
 # `python -m helpers.diagnose` on a model of about 1M parameters and 10,000 examples (issue 16).
 DIAGNOSE_CLI_SECONDS = 60.0
 DIAGNOSE_CLI_PEAK_BYTES = 3 * 2**30
+# ... and on MobileNetV2 (alpha 0.35, 32×32, 3,200 training images, 52 BN layers; issue 30).
+DIAGNOSE_MOBILENET_SECONDS = 30.0
+DIAGNOSE_MOBILENET_PEAK_BYTES = 3 * 2**30
 
 OK, OVER, FAILED, NO_BUDGET, INFO = "ok", "OVER", "FAILED", "no budget", "info"
 

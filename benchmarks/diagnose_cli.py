@@ -1,12 +1,15 @@
-"""Benchmark of `python -m helpers.diagnose` on a model of ~1M parameters and 10,000 examples.
+"""Benchmarks of `python -m helpers.diagnose` (every check) on two models.
 
-    .venv/bin/python -m benchmarks.diagnose_cli      # prints one JSON line: seconds, peak_bytes, ...
+    .venv/bin/python -m benchmarks.diagnose_cli [--case cnn|mobilenet]   # one JSON line: seconds, peak_bytes, ...
 
-measure() builds the model (a small CNN with three BatchNormalization layers whose Dense layer
-holds most of the ~1.07M parameters) and random data in a temporary folder, runs the CLI as a
-child process with every check, and returns its wall time and peak resident memory (the child's
-own high-water mark, from wait4). Budgets: ≤ 60 s and ≤ 3 GiB (issue 16); `make bench` compares
-them (benchmarks.budgets).
+cnn: a small CNN with three BatchNormalization layers whose Dense layer holds most of its ~1.07M
+parameters, 10,000 random 16×16×3 examples (budget ≤ 60 s, ≤ 3 GiB).
+mobilenet: keras.applications.MobileNetV2 at alpha 0.35 on 32×32×3 inputs (52 BN layers; untrained, so
+its statistics are far from exact and the recomputation needs its most passes), 3,200 training and 800
+held-out random images (budget ≤ 30 s, ≤ 3 GiB).
+measure() builds the files in a temporary folder, runs the CLI as a child process and returns its wall
+time and peak resident memory (the child's own high-water mark, from wait4); `make bench` compares them
+with benchmarks.budgets.
 """
 from __future__ import annotations
 
@@ -25,8 +28,33 @@ INPUT_SHAPE = (16, 16, 3)
 CLASSES = 10
 
 
-def build_files(folder: Path, seed: int = 0) -> tuple[Path, Path, int]:
-    """Write bench.keras (~1.07M parameters) and bench.npz; return their paths and the parameter count."""
+MOBILENET_TRAIN, MOBILENET_TEST, MOBILENET_SHAPE = 3_200, 800, (32, 32, 3)
+CASES = ("cnn", "mobilenet")
+
+
+def build_mobilenet(folder: Path, seed: int = 0) -> tuple[Path, Path, int]:
+    """Write mobilenet.keras (MobileNetV2, alpha 0.35, 32×32×3, 10 classes) and mobilenet.npz."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+    import keras
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=MOBILENET_SHAPE, weights=None, classes=CLASSES)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(seed)
+    n = MOBILENET_TRAIN + MOBILENET_TEST
+    x = rng.uniform(size=(n,) + MOBILENET_SHAPE).astype(np.float32)
+    y = rng.integers(0, CLASSES, size=n).astype(np.int32)
+    model_path, data_path = folder / "mobilenet.keras", folder / "mobilenet.npz"
+    model.save(model_path)
+    np.savez(data_path, x_train=x[:MOBILENET_TRAIN], y_train=y[:MOBILENET_TRAIN], x_test=x[MOBILENET_TRAIN:],
+             y_test=y[MOBILENET_TRAIN:])
+    return model_path, data_path, int(model.count_params())
+
+
+def build_files(folder: Path, seed: int = 0, case: str = "cnn") -> tuple[Path, Path, int]:
+    """Write the case's model and .npz; return their paths and the parameter count."""
+    if case == "mobilenet":
+        return build_mobilenet(folder, seed)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
     import keras
@@ -54,11 +82,12 @@ def build_files(folder: Path, seed: int = 0) -> tuple[Path, Path, int]:
     return model_path, data_path, int(model.count_params())
 
 
-def measure(seed: int = 0) -> dict:
-    """Build the files, run the CLI once; {"seconds", "peak_bytes", "parameters", "examples", "returncode"}."""
+def measure(seed: int = 0, case: str = "cnn") -> dict:
+    """Build the files, run the CLI once; {"case", "seconds", "peak_bytes", "parameters", "examples", "bn_layers",
+    "returncode", "codes"}."""
     with tempfile.TemporaryDirectory(prefix="diagnose-bench-") as tmp:
         folder = Path(tmp)
-        model_path, data_path, params = build_files(folder, seed)
+        model_path, data_path, params = build_files(folder, seed, case)
         env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
         cmd = [sys.executable, "-m", "helpers.diagnose", str(model_path), str(data_path),
                "--out", str(folder / "report"), "--quiet"]
@@ -71,14 +100,19 @@ def measure(seed: int = 0) -> dict:
         proc.stdout.close()
         proc.stderr.close()
         report = folder / "report" / "report.json"
-        stale = json.loads(report.read_text())["bn_statistics"]["stale"] if report.exists() else None
-    return {"seconds": seconds, "peak_bytes": int(usage.ru_maxrss) * 1024, "parameters": params,
-            "examples": N_EXAMPLES, "returncode": proc.returncode, "stale": stale,
+        written = json.loads(report.read_text()) if report.exists() else None
+    return {"case": case, "seconds": seconds, "peak_bytes": int(usage.ru_maxrss) * 1024, "parameters": params,
+            "examples": MOBILENET_TRAIN if case == "mobilenet" else N_EXAMPLES,
+            "bn_layers": written["model"]["bn_layers"] if written else None,
+            "codes": [f["code"] for f in written["findings"]] if written else None, "returncode": proc.returncode,
             "stderr_tail": stderr.strip()[-300:] if proc.returncode else ""}
 
 
-def main() -> int:
-    result = measure()
+def main(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.diagnose_cli", description=__doc__.split("\n")[0])
+    parser.add_argument("--case", choices=CASES, default="cnn")
+    result = measure(case=parser.parse_args(argv).case)
     print(json.dumps(result))
     return 0 if result["returncode"] == 0 else 1
 

@@ -113,36 +113,41 @@ def time_rows(stem: str, findings: dict, others_cores: float | None = None) -> l
 
 
 def measure_diagnose_cli(report: B.Report, log=print) -> None:
-    """Time the diagnosis CLI through benchmarks/diagnose_cli.py (a child process, watched for memory).
+    """Time the diagnosis CLI through benchmarks/diagnose_cli.py (a child process, watched for memory), on its
+    two cases: the ~1M-parameter CNN and MobileNetV2 (alpha 0.35, 52 BN layers).
 
     If the script's last stdout line is JSON with "seconds" (and "peak_bytes"), those
     are its own measurements of the CLI alone; otherwise the child's wall time and peak are used.
     """
     from .measure import KernelWatcher
-    log("· python -m helpers.diagnose on a ~1M-parameter model (benchmarks/diagnose_cli.py) ...", flush=True)
     import time
-    t0 = time.perf_counter()
-    with KernelWatcher() as watch:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.diagnose_cli"], capture_output=True, text=True,
-                              cwd=REPO)
-    seconds, peak, detail = time.perf_counter() - t0, watch.peak_bytes or None, "wall time of the whole script"
-    try:
-        own = json.loads(proc.stdout.strip().splitlines()[-1])
-        if isinstance(own, dict) and isinstance(own.get("seconds"), (int, float)):
-            seconds, detail = float(own["seconds"]), "the CLI alone, as measured by benchmarks/diagnose_cli.py"
-            peak = own.get("peak_bytes", peak)
-            if own.get("parameters"):
-                detail += f"; {own['parameters']:,} parameters, {own.get('examples', '?'):,} examples"
-    except (IndexError, json.JSONDecodeError):
-        pass
-    failed = proc.returncode != 0
-    if failed:
-        detail = f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-200:]}"
-    report.rows.append(B.Row("diagnose CLI wall time (~1M parameters, 10,000 examples)", "helpers.diagnose",
-                             seconds, B.DIAGNOSE_CLI_SECONDS, "s", detail, failed=failed,
-                             others_cores=watch.others_cores))
-    report.rows.append(B.Row("diagnose CLI peak memory", "helpers.diagnose", peak, B.DIAGNOSE_CLI_PEAK_BYTES,
-                             "bytes", failed=failed, others_cores=watch.others_cores))
+    cases = {"cnn": ("~1M parameters, 10,000 examples", B.DIAGNOSE_CLI_SECONDS, B.DIAGNOSE_CLI_PEAK_BYTES),
+             "mobilenet": ("MobileNetV2 alpha 0.35, 32×32, 3,200 examples", B.DIAGNOSE_MOBILENET_SECONDS,
+                           B.DIAGNOSE_MOBILENET_PEAK_BYTES)}
+    for case, (what, seconds_budget, peak_budget) in cases.items():
+        log(f"· python -m helpers.diagnose on {what} (benchmarks/diagnose_cli.py --case {case}) ...", flush=True)
+        t0 = time.perf_counter()
+        with KernelWatcher() as watch:
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.diagnose_cli", "--case", case],
+                                  capture_output=True, text=True, cwd=REPO)
+        seconds, peak, detail = time.perf_counter() - t0, watch.peak_bytes or None, "wall time of the whole script"
+        try:
+            own = json.loads(proc.stdout.strip().splitlines()[-1])
+            if isinstance(own, dict) and isinstance(own.get("seconds"), (int, float)):
+                seconds, detail = float(own["seconds"]), "the CLI alone, as measured by benchmarks/diagnose_cli.py"
+                peak = own.get("peak_bytes", peak)
+                if own.get("parameters"):
+                    detail += (f"; {own['parameters']:,} parameters, {own.get('examples', '?'):,} examples, "
+                               f"{own.get('bn_layers')} BN layers")
+        except (IndexError, json.JSONDecodeError):
+            pass
+        failed = proc.returncode != 0
+        if failed:
+            detail = f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-200:]}"
+        report.rows.append(B.Row(f"diagnose CLI wall time ({what})", "helpers.diagnose",
+                                 seconds, seconds_budget, "s", detail, failed=failed, others_cores=watch.others_cores))
+        report.rows.append(B.Row(f"diagnose CLI peak memory ({case})", "helpers.diagnose", peak, peak_budget,
+                                 "bytes", failed=failed, others_cores=watch.others_cores))
 
 
 def measure_full_scale(report: B.Report, log=print) -> None:

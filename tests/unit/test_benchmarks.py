@@ -177,10 +177,13 @@ def test_the_diagnose_cli_row_uses_the_scripts_own_measurement(monkeypatch):
     monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: Done())
     report = B.Report(machine={})
     run.measure_diagnose_cli(report, log=lambda *a, **k: None)
-    wall, memory = report.rows
+    wall, memory, wall_mobilenet, memory_mobilenet = report.rows
     assert (wall.value, wall.limit, wall.verdict) == (42.0, B.DIAGNOSE_CLI_SECONDS, B.OK)
     assert (memory.value, memory.verdict) == (2**30, B.OK)
     assert "1,070,000 parameters, 10,000 examples" in wall.detail
+    # the MobileNetV2 case has its own, tighter budget: the same 42 s is over it
+    assert (wall_mobilenet.limit, wall_mobilenet.verdict) == (B.DIAGNOSE_MOBILENET_SECONDS, B.OVER)
+    assert memory_mobilenet.verdict == B.OK
 
 
 def test_a_failing_diagnose_cli_is_a_failed_row(monkeypatch):
@@ -191,7 +194,7 @@ def test_a_failing_diagnose_cli_is_a_failed_row(monkeypatch):
     monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: Failed())
     report = B.Report(machine={})
     run.measure_diagnose_cli(report, log=lambda *a, **k: None)
-    assert [r.verdict for r in report.rows] == [B.FAILED, B.FAILED] and "bad model" in report.rows[0].detail
+    assert [r.verdict for r in report.rows] == [B.FAILED] * 4 and "bad model" in report.rows[0].detail
 
 
 def test_the_full_scale_rows_are_the_scripts_measurements_without_budgets(monkeypatch):
