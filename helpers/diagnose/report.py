@@ -193,6 +193,11 @@ LAYER_COLUMNS = ["layer", "trainable", "channels", "error median", "error p90", 
                  "mean shift p90 (σ)", "stored/exact variance", "off"]
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a '|' of the text is escaped, not a column break."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def render_markdown(diag) -> str:
     r = diag.report
     d, mdl = r["data"], r["model"]
@@ -206,13 +211,14 @@ def render_markdown(diag) -> str:
         link = lesson_link(lesson["notebook"], lesson["section"])
         label = lesson_label(lesson["notebook"], lesson["section"])
         cell = f"[{label}]({link})" if link else f"{label} ({lesson['notebook']})"
-        lines.append(f"| {f['severity']} | `{f['code']}` | {f['message'].replace('|', '/')} | {cell} |")
+        lines.append(f"| {f['severity']} | `{f['code']}` | {_cell(f['message'])} | {cell} |")
     rows = _layer_rows(r)
     if rows:
-        lines += ["", "## BN layers", "", "| " + " | ".join(LAYER_COLUMNS) + " |", "|" + "---|" * len(LAYER_COLUMNS)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", "## BN layers", "", "| " + " | ".join(_cell(c) for c in LAYER_COLUMNS) + " |",
+                  "|" + "---|" * len(LAYER_COLUMNS)]
+        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     lines += ["", "## Numbers (report.json)", "", "| key | value |", "|---|---|"]
-    lines += [f"| `{k}` | {v.replace('|', '/')} |" for k, v in _rows(r)]
+    lines += [f"| `{k}` | {_cell(v)} |" for k, v in _rows(r)]
     lines += ["", "## Thresholds", "", ", ".join(f"`{k}` = {v:g}" for k, v in r["thresholds"].items()),
               "", "The plots are in report.html.", ""]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 
 import nbformat
@@ -663,3 +664,20 @@ def test_input_scale_is_found_and_blocks_the_recompute_advice(digits_healthy, tr
     else:
         assert "input_scale" in diag.codes and "bn_stale" not in diag.codes, diag.codes
         assert not diag.fix_allowed and "input_scale" in diag.fix_reason
+
+
+def test_markdown_tables_keep_their_columns(stale):
+    """A '|' inside a message or a column name (|G|², |ln ratio|) is escaped: every row of each table has the
+    header's number of cells."""
+    tables, current = [], None
+    for line in stale.markdown.splitlines():
+        if line.startswith("|"):
+            cells = len(re.split(r"(?<!\\)\|", line)) - 2
+            current = current or []
+            current.append(cells)
+        elif current:
+            tables.append(current)
+            current = None
+    assert len(tables) >= 3
+    for counts in tables:
+        assert set(counts) == {counts[0]}, counts
