@@ -47,10 +47,8 @@ def batch1(inputs, n: int = 32, n_constant: int = 8) -> dict:
 def gap(inputs, metric, batch_size: int, out_test=None, seed: int = 0) -> dict:
     """Lesson 04's decomposition: the training data in training mode (what fit reports) and in inference mode,
     and the held-out data in inference mode. Parts are in "better is positive" units of the metric."""
-    from ..batchnorm import preserved_bn_state
     model, y = inputs.model, inputs.train.metric_y
-    with preserved_bn_state(model):
-        out_tr = forward(model, inputs.x_train, training=True, batch_size=batch_size)
+    out_tr = forward(model, inputs.x_train, training=True, batch_size=batch_size)   # statistics put back
     out_inf = forward(model, inputs.x_train)
     if out_test is None:
         out_test = forward(model, inputs.x_test)

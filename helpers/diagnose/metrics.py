@@ -6,27 +6,17 @@ PR-AUC (per-timestep labels) is not a mean: its standard errors come from resamp
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from .codes import BOOTSTRAP, MIN_IMPROVEMENT
 
-_FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
 
 def forward(model, x: np.ndarray, *, training: bool = False, batch_size: int = 512) -> np.ndarray:
-    """Model outputs (float64) chunk by chunk, through one cached tf.function per mode. training=True
-    updates BN moving statistics: call it inside helpers.batchnorm.preserved_bn_state."""
-    import tensorflow as tf
-    fns = _FORWARD.setdefault(model, {})
-    key = (training, x.shape[1:])
-    if key not in fns:     # one trace per mode and input shape: the batch axis is left open
-        spec = tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32)
-        fns[key] = tf.function(lambda t, _m=model, _tr=training: _m(t, training=_tr), input_signature=[spec])
-    fn = fns[key]
-    out = [np.asarray(fn(tf.constant(x[i:i + batch_size], tf.float32)), np.float64) for i in range(0, len(x), batch_size)]
-    return np.concatenate(out)
+    """Model outputs (float64) chunk by chunk through the workbook's cached tf.function (one trace per mode
+    and input shape: helpers.training.compiled_call); BN statistics as they were afterwards, in either mode."""
+    from ..training import predict_proba
+    return predict_proba(model, np.asarray(x, np.float32), training=training, batch_size=batch_size,
+                         compiled=True).astype(np.float64)
 
 
 def probabilities_from(out: np.ndarray, from_logits: bool) -> np.ndarray:
