@@ -188,9 +188,8 @@ def analyse(inputs, metric, *, batch_size: int, seed: int) -> dict | None:
     y = inputs.test.metric_y
     out_stored = forward(model, inputs.x_test)
     trainable = [bool(l.trainable) for l in layers]
-    to_assign = [p if t else s for p, s, t in zip(precise, stored, trainable)]
     with preserved_bn_state(model):
-        assign_moving_statistics(model, to_assign)
+        assign_moving_statistics(model, precise)       # frozen layers: precise holds their stored statistics
         out_recomputed = forward(model, inputs.x_test)
     change, se = metric.paired(out_stored, out_recomputed, y, seed=seed)
     improves = bool(change > IMPROVEMENT_SE * se and metric.meaningful(change, metric.value(out_stored, y)))
@@ -238,5 +237,5 @@ def analyse(inputs, metric, *, batch_size: int, seed: int) -> dict | None:
         "worst_layer_rule": how, "single_layer_changes": single, "small_batch_bias": bias,
         "input_scale": scale, "recompute_passes": passes, "recompute_subsample": subsample,
         "recompute_resolution": resolution, "off_threshold": threshold,
-        "layers": rows, "_precise": to_assign, "_out_stored": out_stored, "_out_recomputed": out_recomputed,
+        "layers": rows, "_precise": precise, "_out_stored": out_stored, "_out_recomputed": out_recomputed,
     }

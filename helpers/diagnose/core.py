@@ -124,7 +124,7 @@ def bn_findings(bn: dict | None, metric, *, untrained_: bool, batch_size: int) -
     return out
 
 
-def other_findings(report: dict, metric, inputs: Inputs) -> list[dict]:
+def other_findings(report: dict, metric, *, untrained_: bool) -> list[dict]:
     out = []
     b1 = report.get("batch1")
     if b1 is not None:
@@ -175,7 +175,7 @@ def other_findings(report: dict, metric, inputs: Inputs) -> list[dict]:
                 why = (f"the squared mean gradient |G|² is not resolved above zero from {nz['batches'][0]} batches "
                        f"of {nz['b_small']} and {nz['batches'][1]} of {nz['b_big']}: B_simple is larger than these batch "
                        "sizes can measure (more or larger batches, or another --seed, would narrow it)"
-                       + ("; the model is at chance, so this is no sign of a minimum" if report.get("_untrained") else ""))
+                       + ("; the model is at chance, so this is no sign of a minimum" if untrained_ else ""))
             out.append(finding("noise_unresolved", f"B_simple is not resolved: {why}.", b_simple=nz["b_simple"],
                                interval=nz.get("interval")))
     ts = report.get("timestep")
@@ -370,7 +370,6 @@ def diagnose(model, data, *, batch_size: int = 32, only=None, seed: int = 0, max
         judged = "bn" in only or not any(l.trainable for l in layers)
         state = untrained(inputs, metric, out_stored, details.get("bn_outputs", (None, None))[1], seed)
         state["at_chance"] = bool(judged and state["at_chance"])
-        report["_untrained"] = state["at_chance"]
         if state["at_chance"]:
             report["findings"].append(finding(
                 "model_untrained", f"The held-out {metric.short} is at chance: {', '.join(_f(v) for v in state['values'])} "
@@ -393,7 +392,7 @@ def diagnose(model, data, *, batch_size: int = 32, only=None, seed: int = 0, max
         if "timestep" in only:
             report["timestep"] = checks.timestep(inputs, metric, out_stored)
             tick("timestep")
-    report["findings"] += other_findings(report, metric, inputs)
+    report["findings"] += other_findings(report, metric, untrained_=state["at_chance"])
     if b_used != batch_size or (max_examples and (inputs.n_train_given > len(inputs.x_train)
                                                   or inputs.n_test_given > len(inputs.x_test))):
         parts = []
@@ -403,8 +402,8 @@ def diagnose(model, data, *, batch_size: int = 32, only=None, seed: int = 0, max
         if max_examples and (inputs.n_train_given > len(inputs.x_train) or inputs.n_test_given > len(inputs.x_test)):
             parts.append(f"a random {len(inputs.x_train)} of {inputs.n_train_given} training and {len(inputs.x_test)} "
                          f"of {inputs.n_test_given} held-out examples were used (max examples {max_examples}, seed {seed})")
-        report["findings"].append(finding("examples_capped", "; ".join(parts).capitalize() + "."))
-    report.pop("_untrained", None)
+        text = "; ".join(parts)
+        report["findings"].append(finding("examples_capped", text[0].upper() + text[1:] + "."))
     report["verdict"] = verdict(report["findings"])
     diag = Diagnosis(report=report, inputs=inputs, details=details, _precise=precise)
     if plots:
