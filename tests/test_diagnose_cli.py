@@ -371,3 +371,17 @@ def test_help_lists_the_codes(capsys):
 def test_console_script_is_declared():
     text = (REPO_ROOT / "pyproject.toml").read_text()
     assert 'workbook-diagnose = "helpers.diagnose:main"' in text
+
+
+def test_a_failure_of_the_diagnosis_itself_exits_3_with_one_line(tiny, tmp_path, capsys, monkeypatch):
+    """A check that raises (a bug, or a model the tool cannot handle) is neither bad input (2) nor a finding
+    (1): exit 3, one line naming the error, and no report."""
+    import helpers.diagnose.bn as bn_check
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a check failed")
+    monkeypatch.setattr(bn_check, "analyse", broken)
+    out = tmp_path / "out"
+    rc, _, err = _main(capsys, tiny["model"], tiny["data"], "--out", out, "--only", "bn", "--fail-on", "error")
+    assert rc == 3 and "RuntimeError: a check failed" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
