@@ -665,17 +665,30 @@ class ScaledResidual(keras.layers.Layer):
 '''
 
 
+def _healthy_flat_digits_model(model, d, out: Path, name: str, data_tag: str, *, seed: int):
+    """Train a model on the flattened digits (4 epochs, batch 32, Adam 3e-3), recompute its BN statistics
+    exactly, compile it again and save it with its data: (model path, data path, premise)."""
+    keras = _keras()
+    from helpers.batchnorm import precise_bn
+    xf_train, xf_test = d.flat()
+    _fit(model, xf_train, d.y_train, epochs=4, batch_size=32, lr=3e-3, seed=seed)
+    precise_bn(model, xf_train)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    path = out / f"{name}.keras"
+    model.save(path)
+    data = _save_npz(out / f"digits_flat_{data_tag}.npz", xf_train, d.y_train, xf_test, d.y_test)
+    return str(path), data, {"test_acc": accuracy(model, xf_test, d.y_test)}
+
+
 def build_custom_layer(out: Path) -> Case:
     keras = _keras()
     L = keras.layers
-    from helpers.batchnorm import precise_bn
     module_path = out / "zoo_layers.py"
     module_path.write_text(ZOO_LAYERS)
     spec = importlib.util.spec_from_file_location("zoo_layers", module_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     d = _digits()
-    xf_train, xf_test = d.flat()
     _seed(7)
     inp = keras.Input((64,))
     h = L.Dense(32, use_bias=False, name="dense")(inp)
@@ -683,14 +696,8 @@ def build_custom_layer(out: Path) -> Case:
     h = L.ReLU()(h)
     h = module.ScaledResidual(0.5, name="scaled_residual")(h)
     model = keras.Model(inp, L.Dense(10, activation="softmax", name="classifier")(h), name="custom")
-    _fit(model, xf_train, d.y_train, epochs=4, batch_size=32, lr=3e-3, seed=7)
-    precise_bn(model, xf_train)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    path = out / "custom_layer.keras"
-    model.save(path)
-    premise = {"test_acc": accuracy(model, xf_test, d.y_test)}
-    return Case("custom_layer", str(path), _save_npz(out / "digits_flat_custom.npz", xf_train, d.y_train,
-                                                     xf_test, d.y_test),
+    path, data, premise = _healthy_flat_digits_model(model, d, out, "custom_layer", "custom", seed=7)
+    return Case("custom_layer", path, data,
                 expect=(), forbid=("bn_stale", "model_untrained"),
                 kwargs={"imports": [str(module_path)]}, cli_args=("--import", str(module_path)),
                 error_without_kwargs="--import", error_mentions=("ScaledResidual",),
@@ -700,9 +707,7 @@ def build_custom_layer(out: Path) -> Case:
 def build_lambda_layer(out: Path) -> Case:
     keras = _keras()
     L = keras.layers
-    from helpers.batchnorm import precise_bn
     d = _digits()
-    xf_train, xf_test = d.flat()
     _seed(8)
     inp = keras.Input((64,))
     h = L.Lambda(lambda t: t * 2.0 - 1.0, name="centre")(inp)
@@ -710,14 +715,8 @@ def build_lambda_layer(out: Path) -> Case:
     h = L.BatchNormalization(momentum=0.9, name="bn")(h)
     h = L.ReLU()(h)
     model = keras.Model(inp, L.Dense(10, activation="softmax", name="classifier")(h), name="with_lambda")
-    _fit(model, xf_train, d.y_train, epochs=4, batch_size=32, lr=3e-3, seed=8)
-    precise_bn(model, xf_train)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    path = out / "lambda_layer.keras"
-    model.save(path)
-    premise = {"test_acc": accuracy(model, xf_test, d.y_test)}
-    return Case("lambda_layer", str(path), _save_npz(out / "digits_flat_lambda.npz", xf_train, d.y_train,
-                                                     xf_test, d.y_test),
+    path, data, premise = _healthy_flat_digits_model(model, d, out, "lambda_layer", "lambda", seed=8)
+    return Case("lambda_layer", path, data,
                 expect=(), forbid=("bn_stale", "model_untrained"),
                 kwargs={"unsafe": True}, cli_args=("--unsafe",), error_without_kwargs="--unsafe",
                 notes="a keras.layers.Lambda (Python bytecode in the file: loading needs safe_mode=False)",

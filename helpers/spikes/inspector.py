@@ -2,7 +2,8 @@
 
     undo_running_mean(...)   per-batch values from Keras 3's running mean in logs["loss"]
     SpikeInspector(...)      Keras callback: true per-batch losses, gradient norms, a fixed monitoring set
-    inspected_tagger(...)    the LSTM tagger whose train_step also logs grad_norm and the raw batch loss
+    inspected_model_class()  a keras.Model whose train_step also logs grad_norm and the raw batch loss
+    inspected_tagger(...)    the LSTM tagger built on it
     loss_breakdown(...)      which series / timesteps carry a batch's weighted loss
     fixed_model_batch_losses(...)  one fixed model on many random batches: composition alone
 """
@@ -115,29 +116,39 @@ def SpikeInspector(monitor_x, monitor_y, monitor_w, *, every: int = 2,
     return _SpikeInspector()
 
 
+_INSPECTED_MODEL = None
+
+
+def inspected_model_class():
+    """A keras.Model class whose train_step is fit's (compute_loss, optimizer.apply, the loss tracker weighted
+    by batch size) and also logs `grad_norm`, the global norm of the batch's gradient *before* any clipping,
+    and `raw_batch_loss`, the batch's own loss. Built once (Keras is imported when first asked for)."""
+    global _INSPECTED_MODEL
+    if _INSPECTED_MODEL is None:
+        import keras
+        import tensorflow as tf
+
+        class InspectedModel(keras.Model):
+            def train_step(self, data):
+                x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+                with tf.GradientTape() as tape:
+                    y_pred = self(x, training=True)
+                    loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw, training=True)
+                grads = tape.gradient(loss, self.trainable_variables)
+                self.optimizer.apply(grads, self.trainable_variables)
+                self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+                return {"loss": self._loss_tracker.result(), "grad_norm": tf.linalg.global_norm(grads),
+                        "raw_batch_loss": loss}
+        _INSPECTED_MODEL = InspectedModel
+    return _INSPECTED_MODEL
+
+
 def inspected_tagger(units: int = 32, layers: int = 2, *, output_bias: float | None = None,
                      seed: int | None = None):
-    """lstm_tagger whose train_step also logs `grad_norm`, the global norm of the
-    batch's gradient *before* any clipping. Same maths as model.fit otherwise
-    (compute_loss, optimizer.apply, loss tracker weighted by batch size)."""
-    import keras
-    import tensorflow as tf
-
+    """lstm_tagger whose train_step also logs `grad_norm` and `raw_batch_loss` (inspected_model_class).
+    Same maths as model.fit otherwise."""
     base = imb.lstm_tagger(units, layers, output_bias=output_bias, seed=seed)
-
-    class InspectedTagger(keras.Model):
-        def train_step(self, data):
-            x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw, training=True)
-            grads = tape.gradient(loss, self.trainable_variables)
-            self.optimizer.apply(grads, self.trainable_variables)
-            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-            return {"loss": self._loss_tracker.result(), "grad_norm": tf.linalg.global_norm(grads),
-                    "raw_batch_loss": loss}
-
-    return InspectedTagger(base.inputs, base.outputs, name="inspected_tagger")
+    return inspected_model_class()(base.inputs, base.outputs, name="inspected_tagger")
 
 
 def loss_breakdown(model, x: np.ndarray, y: np.ndarray, w: np.ndarray, top: int = 5) -> dict:
