@@ -24,12 +24,13 @@ run: $(STAMP)
 	$(PY) -m helpers.workbook.run_all $(ARGS)
 
 # Regenerate the committed data with provenance: lesson 07's example (data/examples/), lesson 02's
-# data/mnist1d_runs.csv, lesson 04's data/long_runs.csv, then lesson 06's data/spike_map.csv,
-# data/asker_regime.csv, data/asker_checkpoints/ and data/remedies.csv.
+# data/mnist1d_runs.csv, lesson 04's data/long_runs.csv, lesson 05's data/converged_05.csv, then lesson 06's
+# data/spike_map.csv, data/asker_regime.csv, data/asker_checkpoints/ and data/remedies.csv.
 data: $(STAMP)
 	$(PY) -m helpers.examples
 	$(PY) -m helpers.small_batches
 	$(PY) -m helpers.long_runs
+	$(PY) -m helpers.converged_runs
 	$(PY) -m helpers.spikes.regenerate
 
 test: $(STAMP)

@@ -1,5 +1,7 @@
 """Steps, epochs and batch sizes: the arithmetic, a like-for-like comparison of
-full-batch, mini-batch and single-example training, and activation memory.
+full-batch, mini-batch and single-example training, activation memory, and the driver of lesson 01's
+compiled steps-to-target runs (`compiled_steps_to_target`, `tuned_rate_sweep`; the loop itself is
+written on the page).
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ def last_batch_size(n_examples: int, batch_size: int) -> int:
 def epochs_for(steps: int, batch_size: int, n_examples: int) -> float:
     """How many passes over the data `steps` steps of `batch_size` examples make."""
     return steps * batch_size / n_examples
-
 
 
 def activation_elements_per_example(model) -> int:
@@ -127,65 +128,76 @@ def show_batch_choice(grid: dict, n_examples: int, batch_size: int, learning_rat
     return {"steps_per_epoch": steps, "final_loss": float(final)}
 
 
-def steps_to_loss(run: RegimeRun, target: float) -> int | None:
-    """Optimizer steps of the first logged point with loss ≤ target (None if the run never gets there)."""
-    hit = np.flatnonzero(np.asarray(run.loss) <= target)
-    return int(run.steps[hit[0]]) if hit.size else None
+@dataclass(frozen=True)
+class TargetRun:
+    """One run stopped at a target training loss: steps to it (None: not reached; stopped_at says where
+    a capped run was stopped), test accuracy there, the loss after every step and the training seconds."""
+    batch_size: int
+    learning_rate: float
+    seed: int
+    steps: int | None
+    test_accuracy: float | None
+    loss: np.ndarray
+    seconds: float
+    stopped_at: int | None = None
 
 
-def compiled_sgd_run(model, start_weights, sgd_steps, training_loss, n_examples: int, *, batch_size: int,
-                     learning_rate: float, epochs: int, seed: int = 0, evals_per_epoch: int = 1,
-                     stop_if_diverged: bool = False) -> RegimeRun:
-    """Train `model` from `start_weights` at `learning_rate` for `epochs` passes, with the lesson's
-    compiled loop: `sgd_steps(order, batch_size)` runs one SGD step per `batch_size` examples of the
-    int32 index tensor `order`; `training_loss()` returns the loss on the whole training set.
+def compiled_steps_to_target(model, start_weights, sgd_until, n_examples: int, *, batch_size: int,
+                             learning_rate: float, seed: int, target: float, max_steps: int,
+                             test_accuracy=None, epochs_per_call: int = 8) -> TargetRun:
+    """Train `model` from `start_weights` with the lesson's compiled loop until the training loss first
+    reaches `target`: `sgd_until(orders, batch_size, target)` runs plain SGD over the rows of `orders`
+    (one permutation of the examples per epoch) and returns the training loss after every step; it stops
+    early only at the first step at or below the target, or when the loss is not finite or climbs above
+    4 times where the call started (diverged).
 
-    Every epoch draws a fresh permutation from `seed` (the same orders for every rate and batch size)
-    and is cut into `evals_per_epoch` chunks of whole batches, the loss logged after each. seconds
-    count the sgd_steps calls only. With stop_if_diverged, a run whose loss rises above its starting
-    loss (or is not finite) stops there: its last logged loss is what it reached.
+    The epochs' orders come from `seed` (the same for every rate). At most about `max_steps` steps: a run
+    cut there reports steps None and stopped_at. test_accuracy(): the model's test accuracy, taken when
+    the target is reached.
     """
     import tensorflow as tf
     model.set_weights(start_weights)
     model.optimizer.learning_rate = learning_rate
     rng = np.random.default_rng(seed)
     spe = steps_per_epoch(n_examples, batch_size)
-    chunk = math.ceil(spe / max(1, min(evals_per_epoch, spe)))
-    b = tf.constant(batch_size, tf.int32)
-    steps, seconds, loss = [0], [0.0], [float(training_loss())]
-    for _ in range(epochs):
-        order = rng.permutation(n_examples).astype(np.int32)
-        for first in range(0, spe, chunk):
-            part = tf.constant(order[first * batch_size:(first + chunk) * batch_size])
-            t0 = time.perf_counter()
-            sgd_steps(part, b)
-            seconds.append(seconds[-1] + time.perf_counter() - t0)
-            steps.append(steps[-1] + min(chunk, spe - first))
-            loss.append(float(training_loss()))
-        if stop_if_diverged and not (np.isfinite(loss[-1]) and loss[-1] <= loss[0]):
+    losses, seconds, diverged = [], 0.0, False
+    while len(losses) < max_steps:
+        epochs = max(1, min(epochs_per_call, math.ceil((max_steps - len(losses)) / spe)))
+        orders = tf.constant(np.stack([rng.permutation(n_examples) for _ in range(epochs)]).astype(np.int32))
+        t0 = time.perf_counter()
+        part = np.asarray(sgd_until(orders, tf.constant(batch_size, tf.int32), tf.constant(target, tf.float32)))
+        seconds += time.perf_counter() - t0
+        losses.extend(part.tolist())
+        if part.size and part[-1] <= target:
             break
-    steps = np.asarray(steps)
-    return RegimeRun(batch_size, float(learning_rate), steps / spe, steps, np.asarray(seconds), np.asarray(loss))
+        if part.size < epochs * spe:           # stopped early without reaching the target: diverged
+            diverged = True
+            break
+    losses = np.asarray(losses)
+    if losses.size and losses[-1] <= target:
+        acc = float(test_accuracy()) if test_accuracy is not None else None
+        return TargetRun(batch_size, float(learning_rate), seed, int(losses.size), acc, losses, seconds)
+    return TargetRun(batch_size, float(learning_rate), seed, None, None, losses, seconds,
+                     stopped_at=None if diverged else int(losses.size))
 
 
-def learning_rate_grid(train, batch_sizes, rates, desc: str = "learning-rate grid") -> dict:
-    """train(batch_size, rate) -> RegimeRun for every pair, under one tqdm bar: {(B, rate): run}."""
+def tuned_rate_sweep(train, batch_sizes, rates, seeds, *, max_steps: int, desc: str = "learning-rate sweep") -> dict:
+    """train(batch_size, rate, seed, cap) -> TargetRun for every batch size, rate and seed, rates from the
+    smallest up. Once some rate has reached the target on every seed, later runs are capped at twice
+    that rate's median steps (they report stopped_at): a rate still short of the target there is far
+    slower than one already found (this also stops runs stuck on a plateau). Returns
+    {(B, rate, seed): TargetRun}."""
     from tqdm.auto import tqdm
-    pairs = [(b, r) for b in batch_sizes for r in rates]
     runs = {}
-    with tqdm(total=len(pairs), desc=desc, unit="run") as bar:
-        for b, r in pairs:
-            bar.set_postfix(B=b, lr=r, refresh=False)
-            runs[(b, r)] = train(b, r)
-            bar.update(1)
+    with tqdm(total=len(batch_sizes) * len(rates) * len(seeds), desc=desc, unit="run") as bar:
+        for b in batch_sizes:
+            cap = max_steps
+            for r in sorted(rates):
+                bar.set_postfix(B=b, lr=f"{r:.3g}", refresh=False)
+                for s in seeds:
+                    runs[(b, r, s)] = train(b, r, s, cap)
+                    bar.update(1)
+                steps = [runs[(b, r, s)].steps for s in seeds]
+                if all(steps):
+                    cap = min(cap, 2 * int(np.median(steps)))
     return runs
-
-
-def best_rates(runs: dict) -> dict:
-    """{B: the rate whose run ends at the lowest finite training loss}, from learning_rate_grid's output."""
-    best = {}
-    for (b, r), run in runs.items():
-        final = float(run.loss[-1]) if np.isfinite(run.loss[-1]) else np.inf
-        if b not in best or final < best[b][1]:
-            best[b] = (r, final)
-    return {b: r for b, (r, _) in best.items()}

@@ -7,11 +7,15 @@ What lives here:
   * strategy_for(k): the process's one MirroredStrategy over k GPUs when the
     machine has them (one GPU is split into k logical GPUs), else over the
     logical CPU devices /cpu:0..k-1; the default strategy for k = 1.
-  * replica_step / distributed_step / loss_function: the one hand-written
-    synchronous step (strategy.run, strategy.reduce(SUM)) every custom loop uses.
+  * replica_step / distributed_step / loss_function: the hand-written synchronous
+    step (strategy.run, strategy.reduce(SUM)) every custom loop in a child uses: a
+    copy of the step lesson 05 writes on its page (section 2), with an option to
+    reduce and clip before one update; the page checks the two take the same steps.
   * Jobs that run inside a child (module-level, picklable arguments, numpy
     results): fit_weights, custom_loop_weights (and its cases sum_vs_mean_weights,
-    clip_after_aggregation_weights, custom_loop_step), train_for_accuracy.
+    clip_after_aggregation_weights, custom_loop_step), train_for_accuracy (with
+    epoch_schedule, a learning rate counted in epochs, and shuffled_epochs, the
+    same data order for every batch size).
   * run_multiworker: two (or more) worker processes on 127.0.0.1 forming a
     MultiWorkerMirroredStrategy cluster through TF_CONFIG, always cleaned up.
   * step_time_model: t(k) = compute/k + ring all-reduce time.
@@ -442,64 +446,101 @@ def warmup_schedule(base_lr: float, peak_lr: float, warmup_steps: int):
 
     (Goyal et al. 2017: gradual warm-up from η to kη over the first epochs.)
     """
-    import keras
+    return epoch_schedule(base_lr, peak_lr, steps_per_epoch=1, warmup_epochs=warmup_steps)
 
-    class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+
+def epoch_schedule(base_lr: float, peak_lr: float, *, steps_per_epoch: int, warmup_epochs: int = 0,
+                   decay_epochs: Sequence[int] = (), decay_factor: float = 0.1):
+    """A learning-rate schedule written in epochs, converted to this run's optimizer steps.
+
+    Linear warm-up from base_lr to peak_lr over the first `warmup_epochs`, then peak_lr, multiplied by
+    `decay_factor` at the start of each epoch listed in `decay_epochs` (0-based: 30 means "from the 31st
+    epoch on"). Because the boundaries are epochs × steps_per_epoch of the run, it means the same per
+    epoch on any replica count (lesson 05, section 4's fix). A keras LearningRateSchedule of the step.
+    """
+    import keras
+    warmup_steps = int(warmup_epochs) * int(steps_per_epoch)
+    boundaries = [int(e) * int(steps_per_epoch) for e in decay_epochs]
+
+    class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
             step = keras.ops.cast(step, "float32")
-            if warmup_steps <= 0:
-                return keras.ops.cast(peak_lr, "float32")
-            frac = keras.ops.minimum(step / float(warmup_steps), 1.0)
-            return base_lr + (peak_lr - base_lr) * frac
+            if warmup_steps > 0:
+                frac = keras.ops.minimum(step / float(warmup_steps), 1.0)
+                rate = base_lr + (peak_lr - base_lr) * frac
+            else:
+                rate = keras.ops.cast(peak_lr, "float32")
+            for b in boundaries:
+                rate = rate * keras.ops.where(step >= float(b), decay_factor, 1.0)
+            return rate
 
         def get_config(self):
-            return {"base_lr": base_lr, "peak_lr": peak_lr, "warmup_steps": warmup_steps}
+            return {"base_lr": base_lr, "peak_lr": peak_lr, "steps_per_epoch": steps_per_epoch,
+                    "warmup_epochs": warmup_epochs, "decay_epochs": list(decay_epochs), "decay_factor": decay_factor}
 
-    return LinearWarmup()
+    return EpochSchedule()
+
+
+def shuffled_epochs(x: np.ndarray, y: np.ndarray, *, global_batch: int, epochs: int, seed: int):
+    """(dataset, steps_per_epoch): `epochs` shuffles of (x (N, 64), y (N,)) drawn from `seed`, each cut into
+    full global batches (the last partial one dropped, so every replica gets a full share). The order depends
+    on the seed and N only, not on the batch: runs at any replica count see the samples in the same order."""
+    import tensorflow as tf
+    steps_per_epoch = len(x) // global_batch
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(x))[:steps_per_epoch * global_batch] for _ in range(epochs)])
+    return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(global_batch), steps_per_epoch
 
 
 def train_for_accuracy(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                        y_test: np.ndarray, per_replica_batch: int, epochs: int, base_learning_rate: float,
-                       lr_scale: float = 1.0, warmup_epochs: int = 0, seed: int = 0, hidden: int = 64) -> dict:
+                       lr_scale: float = 1.0, warmup_epochs: int = 0, seed: int = 0, hidden: int = 64,
+                       decay_epochs: Sequence[int] = (), decay_factor: float = 0.1) -> dict:
     """Train the MLP with model.fit under `replicas` replicas; test accuracy after every epoch.
 
     Global batch = replicas * per_replica_batch; the peak learning rate is
-    lr_scale * base_learning_rate, reached by linear warm-up over warmup_epochs.
-    The data order is drawn from `seed` (the same for every replica count) and the
-    last partial global batch is dropped, so every replica gets a full share.
-    Returns per-epoch lists ("test_accuracy", "reported_loss", "steps") and, after
-    training, "train_loss"/"test_loss" evaluated on the full sets.
+    lr_scale * base_learning_rate, reached by linear warm-up over warmup_epochs and
+    multiplied by decay_factor at each of decay_epochs (epoch_schedule: counted in epochs).
+    The data order is drawn from `seed` (the same for every replica count, shuffled_epochs) and
+    the last partial global batch is dropped, so every replica gets a full share.
+    Returns per-epoch lists ("test_accuracy", "reported_loss", "train_loss_by_epoch": the final model's
+    loss on all of (x, y) after each epoch, "steps", "learning_rate": the rate of the epoch's last step),
+    after training "train_loss"/"test_loss" evaluated on the full sets
+    and "weights", and the training's wall "seconds".
     """
     import keras
-    import tensorflow as tf
     strategy = strategy_for(replicas)
     global_batch = replicas * per_replica_batch
-    steps_per_epoch = len(x) // global_batch
+    ds, steps_per_epoch = shuffled_epochs(x, y, global_batch=global_batch, epochs=epochs, seed=seed)
     with strategy.scope():
         model = build_model("mlp", hidden=hidden)
         model.set_weights(weights)
         peak = lr_scale * base_learning_rate
-        lr = warmup_schedule(base_learning_rate, peak, warmup_epochs * steps_per_epoch) if warmup_epochs else peak
-        model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(len(x))[:steps_per_epoch * global_batch] for _ in range(epochs)])
-    ds = tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(global_batch)
-    accs, losses = [], []
+        lr = (epoch_schedule(base_learning_rate, peak, steps_per_epoch=steps_per_epoch, warmup_epochs=warmup_epochs,
+                             decay_epochs=decay_epochs, decay_factor=decay_factor)
+              if warmup_epochs or len(decay_epochs) else peak)
+        opt = keras.optimizers.SGD(lr)
+        model.compile(opt, "sparse_categorical_crossentropy")
+    accs, losses, rates, train_losses = [], [], [], []
+    ce = keras.losses.SparseCategoricalCrossentropy()
+    rate_at = (lambda step: float(lr(step - 1))) if callable(lr) else (lambda step: float(lr))
 
     class Score(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             accs.append(float(np.mean(np.argmax(np.asarray(self.model(x_test, training=False)), 1) == y_test)))
             losses.append(float(logs["loss"]))
+            train_losses.append(float(ce(y, self.model(x, training=False))))
+            rates.append(rate_at((epoch + 1) * steps_per_epoch))
 
     start = time.perf_counter()
     model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=[Score()], shuffle=False)
     seconds = time.perf_counter() - start
-    ce = keras.losses.SparseCategoricalCrossentropy()
     return {"replicas": replicas, "global_batch": global_batch, "steps_per_epoch": steps_per_epoch,
-            "test_accuracy": accs, "reported_loss": losses,
+            "test_accuracy": accs, "reported_loss": losses, "learning_rate": rates, "train_loss_by_epoch": train_losses,
             "steps": [steps_per_epoch * (e + 1) for e in range(epochs)],
             "train_loss": float(ce(y, model(x, training=False))),
-            "test_loss": float(ce(y_test, model(x_test, training=False))), "seconds": seconds}
+            "test_loss": float(ce(y_test, model(x_test, training=False))), "seconds": seconds,
+            "weights": [np.asarray(w) for w in model.get_weights()]}
 
 
 # --------------------------------------------------------------------------- multi-worker

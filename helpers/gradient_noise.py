@@ -256,3 +256,147 @@ def minibatch_sq_norms(model: SoftmaxRegression, X, y, batch_size: int, batches:
         g = model.gradient(X[idx], y[idx])
         out[i] = float(g @ g)
     return out
+
+
+@dataclass(frozen=True)
+class StepsToTarget:
+    """One SGD run of softmax regression stopped at a target training loss.
+
+    steps: optimizer steps until the full training loss first fell to the target (None: not within
+    max_steps, stopped by pruning, or diverged); test_accuracy: on the test set at that moment (None if
+    never); stopped_at: where a run that did not diverge was stopped short of the target (None: it
+    reached the target, or it diverged).
+    """
+    batch_size: int
+    learning_rate: float
+    seed: int
+    steps: int | None
+    test_accuracy: float | None
+    stopped_at: int | None = None      # stopped there short of the target: pruned, or max_steps
+
+
+def steps_to_target_sweep(X, y, X_test, y_test, *, batch_sizes, learning_rates, seeds, target: float,
+                          max_steps: int = 3000, prune: bool = True, desc: str = "steps to target (NumPy)",
+                          progress: bool = True) -> dict:
+    """Plain mini-batch SGD on softmax regression for every (batch size, rate, seed), each run stopped
+    when its full training loss first reaches `target`; the loss is evaluated after every step, so
+    steps are resolved to one.
+
+    Seed s draws the initial weights (SoftmaxRegression.init) and the order of the examples (a fresh
+    permutation per epoch, cut into ceil(N/B) batches, the last one partial); every rate of a seed sees
+    the same weights and batches (common random numbers, so rates are compared on equal terms). The
+    runs of one batch size are stacked and stepped together (plumbing for speed: the arithmetic is the
+    per-run step of SoftmaxRegression, in float32). A run has diverged when its loss is not finite or
+    climbs above 4 times its starting loss (a small batch's first steps may raise it a little).
+    With `prune`, once some rate and the next rate up the grid have both reached the target on every
+    seed by step m (so the first qualifies for tuned_rates), the rates that have not reached it on
+    more than half the seeds are stopped there: their median is above m, so none of them can be the
+    tuned rate (their runs report steps None, stopped_at m).
+    Returns {(B, lr, seed): StepsToTarget}.
+    """
+    from tqdm.auto import tqdm
+    X, X_test = np.asarray(X, np.float32), np.asarray(X_test, np.float32)
+    seeds = list(seeds)
+    n, d = X.shape
+    k = int(max(y.max(), y_test.max())) + 1
+    rows = np.arange(n)
+    out = {}
+    for b in tqdm(list(batch_sizes), desc=desc, unit="batch size", disable=not progress):
+        pairs = [(lr, s) for s in seeds for lr in learning_rates]
+        inits = {s: SoftmaxRegression.init(d, k, np.random.default_rng(s)) for s in seeds}
+        W = np.stack([inits[s].W for _, s in pairs]).astype(np.float32)      # (L, D, K)
+        bias = np.stack([inits[s].b for _, s in pairs]).astype(np.float32)   # (L, K)
+        lr = np.array([r for r, _ in pairs], np.float32)[:, None, None]
+        seed_of = np.array([seeds.index(s) for _, s in pairs])
+        reached = {r: 0 for r in learning_rates}
+        p0 = softmax(np.einsum("nd,ldk->lnk", X, W) + bias[:, None, :])
+        start_loss = -np.mean(np.log(p0[:, rows, y] + 1e-12), axis=1)     # a run above 4× it has diverged
+        rngs = [np.random.default_rng(s) for s in seeds]
+        active = np.ones(len(pairs), bool)
+        spe = steps_per_epoch(n, b)
+        orders = None
+        for step in range(max_steps):
+            if step % spe == 0:
+                orders = np.stack([g.permutation(n) for g in rngs])     # (S, N): one permutation per seed
+            idx = orders[:, (step % spe) * b:(step % spe + 1) * b]     # (S, B') this step's batch per seed
+            live = np.flatnonzero(active)
+            xb = X[idx[seed_of[live]]]                                  # (L', B', D)
+            err = softmax(np.einsum("lbd,ldk->lbk", xb, W[live]) + bias[live][:, None, :])
+            err[np.arange(len(live))[:, None], np.arange(idx.shape[1])[None, :], y[idx[seed_of[live]]]] -= 1.0
+            W[live] -= lr[live] * np.einsum("lbd,lbk->ldk", xb, err) / idx.shape[1]
+            bias[live] -= lr[live][:, :, 0] * err.mean(axis=1)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                p = softmax(np.einsum("nd,ldk->lnk", X, W[live]) + bias[live][:, None, :])
+                loss = -np.mean(np.log(p[:, rows, y] + 1e-12), axis=1)
+            for j, l in enumerate(live):
+                lr_l, s = pairs[l]
+                if not np.isfinite(loss[j]) or loss[j] > 4 * start_loss[l]:
+                    out[(b, lr_l, s)] = StepsToTarget(b, lr_l, s, None, None)
+                    active[l] = False
+                elif loss[j] <= target:
+                    acc = float(np.mean(np.argmax(X_test @ W[l] + bias[l], axis=1) == y_test))
+                    out[(b, lr_l, s)] = StepsToTarget(b, lr_l, s, step + 1, acc)
+                    active[l] = False
+                    reached[lr_l] += 1
+            grid = sorted(learning_rates)
+            if prune and any(reached[r] == reached[up] == len(seeds) for r, up in zip(grid, grid[1:])):
+                for l in np.flatnonzero(active):
+                    lr_l, s = pairs[l]
+                    if 2 * reached[lr_l] <= len(seeds):       # this rate's median is beyond this step
+                        out[(b, lr_l, s)] = StepsToTarget(b, lr_l, s, None, None, stopped_at=step + 1)
+                        active[l] = False
+            if not active.any():
+                break
+        for l in np.flatnonzero(active):
+            lr_l, s = pairs[l]
+            out[(b, lr_l, s)] = StepsToTarget(b, lr_l, s, None, None, stopped_at=max_steps)
+    return out
+
+
+def median_steps(runs: dict, batch_size: int, learning_rate: float, seeds) -> float:
+    """Median over seeds of the steps to the target, a run that never got there counting as infinite."""
+    return float(np.median([runs[(batch_size, learning_rate, s)].steps or np.inf for s in seeds]))
+
+
+def tuned_rates(runs: dict, batch_sizes, learning_rates, seeds) -> dict:
+    """{B: the rate with the fewest median steps to the target over `seeds`} (ties: the smaller rate), among
+    the rates a user can rely on: the rate reaches the target on every seed, and the next rate up the grid
+    diverges on none (a margin of one grid step from the edge where runs blow up; the fastest rates sit
+    right at it and fail on fresh seeds). B is missing when no rate qualifies."""
+    rates = sorted(learning_rates)
+    diverged = lambda b, r: any(runs[(b, r, s)].steps is None and runs[(b, r, s)].stopped_at is None for s in seeds)
+    out = {}
+    for b in batch_sizes:
+        sure = [r for r, up in zip(rates, rates[1:]) if all(runs[(b, r, s)].steps for s in seeds) and not diverged(b, up)]
+        if sure:
+            out[b] = min(sure, key=lambda r: (median_steps(runs, b, r, seeds), r))
+    return out
+
+
+def fit_steps_model(batch_sizes, steps) -> dict:
+    """Fit S = S_min·(1 + B_crit/B) (McCandlish et al.'s form) to measured steps, in log space: steps
+    spread over two decades, and a fit of S itself would be ruled by the smallest batches. For each B_crit
+    on a fine log grid the best S_min is closed-form (the mean of log S − log(1 + B_crit/B)); the pair with
+    the least squared log error wins. Returns {"s_min", "b_crit"}."""
+    b = np.asarray(batch_sizes, float)
+    log_s = np.log(np.asarray(steps, float))
+    best = None
+    for b_crit in np.geomspace(1e-2, 1e6, 4001):
+        shape = np.log1p(b_crit / b)
+        log_s_min = float(np.mean(log_s - shape))
+        err = float(np.sum((log_s - log_s_min - shape) ** 2))
+        if best is None or err < best[0]:
+            best = (err, float(np.exp(log_s_min)), float(b_crit))
+    return {"s_min": best[1], "b_crit": best[2]}
+
+
+def steps_at_rates(X, y, X_test, y_test, *, rates: dict, seeds, target: float, max_steps: int = 3000) -> dict:
+    """steps_to_target_sweep at one rate per batch size ({B: rate}), without pruning: the tuned rates
+    measured again, e.g. on fresh seeds. Returns {(B, rate, seed): StepsToTarget}."""
+    from tqdm.auto import tqdm
+    out = {}
+    for b, r in tqdm(list(rates.items()), desc="tuned rates, fresh seeds", unit="batch size"):
+        out.update(steps_to_target_sweep(X, y, X_test, y_test, batch_sizes=[b], learning_rates=[r], seeds=seeds,
+                                         target=target, max_steps=max_steps, prune=False, desc=f"B={b}",
+                                         progress=False))
+    return out

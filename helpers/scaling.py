@@ -87,31 +87,43 @@ def steps_to_target(xa: np.ndarray, y: np.ndarray, xa_test: np.ndarray, y_test: 
 
 
 def steps_to_target_sweep(xa, y, xa_test, y_test, *, batches: Sequence[int], learning_rates: Sequence[float],
-                          target: float, max_steps: int, seed: int, repeats: int = 3,
+                          target: float, max_steps: int, seed: int, repeats: int = 3, near: float = 0.1,
                           progress: bool = True) -> list[dict]:
-    """For each batch size, mean steps to target over `repeats` data orders at each rate; keeps the best.
+    """For each batch size, the median steps to target over `repeats` data orders at each rate; keeps the best.
 
-    A rate counts only if every repeat reaches the target within max_steps.
-    Returns one record per batch: batch, best_lr, steps (mean over repeats at the
-    best rate, None if no rate reached the target), and steps_by_lr {lr: mean or None}.
+    A data order that does not reach the target within max_steps counts as "not reached" (infinitely many
+    steps), so the median is finite when more than half of the orders reach it: a rate that fails one order
+    in three is not thrown away, and the criterion does not penalise high rates more than low ones.
+    Returns one record per batch: batch; steps, the fewest median steps at any rate (None if no rate's median
+    is finite); fastest_lr, the rate that gives them (ties: the smaller rate), a noisy pick where the steps
+    hardly change with the rate; best_lr, the smallest rate within `near` (relative) of the fewest steps;
+    interior, whether best_lr has a grid rate on each side: the grid reaches below it, and above it the steps
+    stopped improving by more than `near` (else the grid may cut the optimum off); steps_by_lr {lr: median
+    or None} and reached_by_lr {lr: how many orders reached the target}.
     """
     from tqdm.auto import tqdm
     rows = []
+    rates = [float(r) for r in learning_rates]
     bar = tqdm(total=len(batches) * repeats, desc="steps-to-target sweep", disable=not progress)
     for b in batches:
         runs = []
         for r in range(repeats):
-            runs.append(steps_to_target(xa, y, xa_test, y_test, batch=b, learning_rates=learning_rates,
+            runs.append(steps_to_target(xa, y, xa_test, y_test, batch=b, learning_rates=rates,
                                         target=target, max_steps=max_steps, seed=seed * 1000 + r))
             bar.update(1)
-        by_lr = {}
-        for j, lr in enumerate(learning_rates):
-            got = [run[j] for run in runs]
-            by_lr[lr] = None if any(g is None for g in got) else float(np.mean(got))
-        reached = {lr: s for lr, s in by_lr.items() if s is not None}
-        best = min(reached, key=reached.get) if reached else None
-        rows.append({"batch": b, "best_lr": best, "steps": reached.get(best) if best else None,
-                     "steps_by_lr": by_lr})
+        by_lr, reached_by_lr = {}, {}
+        for j, lr in enumerate(rates):
+            got = np.array([np.inf if run[j] is None else run[j] for run in runs], float)
+            median = float(np.median(got))
+            by_lr[lr] = median if np.isfinite(median) else None
+            reached_by_lr[lr] = int(np.isfinite(got).sum())
+        finite = {lr: s for lr, s in by_lr.items() if s is not None}
+        fastest = min(finite, key=lambda lr: (finite[lr], lr)) if finite else None
+        fewest = finite.get(fastest) if fastest is not None else None
+        best = min(lr for lr, s in finite.items() if s <= (1 + near) * fewest) if finite else None
+        rows.append({"batch": b, "steps": fewest, "fastest_lr": fastest, "best_lr": best,
+                     "interior": best is not None and min(rates) < best < max(rates),
+                     "steps_by_lr": by_lr, "reached_by_lr": reached_by_lr})
     bar.close()
     return rows
 

@@ -699,23 +699,9 @@ def estimator_panel(values: np.ndarray, labels: np.ndarray, results: Sequence[Ru
 def _main(argv: Sequence[str] | None = None) -> int:
     """`python -m helpers.small_batches [--seeds 0,1,2] [--out data/mnist1d_runs.csv]`: regenerate lesson 02's
     MNIST-1D table (see data/README.md)."""
-    import argparse
-    import sys
-    from .workbook.committed import parse_seeds
-    from .workbook.environment import quiet_tensorflow
-    quiet_tensorflow()   # the notebook kernel's TensorFlow settings (TF_ENABLE_ONEDNN_OPTS=0), before TF loads
-    parser = argparse.ArgumentParser(prog="python -m helpers.small_batches", description=_main.__doc__)
-    parser.add_argument("--seeds", default=",".join(map(str, MNIST1D_SEEDS)), help="comma-separated seeds")
-    parser.add_argument("--out", default=None, help=f"CSV to write (default: data/{MNIST1D_TABLE})")
-    args = parser.parse_args(argv)
-    try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError as exc:
-        parser.error(str(exc))
-    command = "python -m helpers.small_batches " + " ".join(sys.argv[1:] if argv is None else argv)
-    rows = regenerate_mnist1d(args.out, seeds, command.strip())
-    print(f"wrote {len(rows)} rows")
-    return 0
+    from .workbook.committed import regenerate_main
+    return regenerate_main(argv, prog="helpers.small_batches", description=_main.__doc__, default_seeds=MNIST1D_SEEDS,
+                           table_name=MNIST1D_TABLE, regenerate=regenerate_mnist1d)
 
 
 if __name__ == "__main__":

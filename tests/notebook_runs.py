@@ -72,7 +72,8 @@ RUN_PARAMETERS = {("04_batchnorm_running_statistics", 2): {"long_runs": "live"},
 # judged by a tolerance another CPU can meet. Seed 1: pinned to one core (TensorFlow picks other thread
 # counts) with oneDNN on. Seed 2: one ulp added to one initial weight of every model, and, on a CPU with
 # AVX-512, NumPy without its AVX-512 paths. Seed 0 (nbval) keeps the default arithmetic.
-TABLE_READERS = ("02_batchnorm_small_batches", "04_batchnorm_running_statistics", "06_imbalanced_timestep_labels")
+TABLE_READERS = ("02_batchnorm_small_batches", "04_batchnorm_running_statistics", "05_multi_device_gradient_averaging",
+                 "06_imbalanced_timestep_labels")
 
 
 def has_avx512() -> bool:

@@ -55,7 +55,12 @@ def _jsonable(name: str, value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None  # JSON has no NaN/inf
-    raise TypeError(f"record({name!r}, ...): value must be a number, bool or str, got {type(value).__name__}")
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _jsonable(f"{name}[{k!r}]", v) for k, v in value.items()}    # e.g. batch size -> accuracy
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    raise TypeError(f"record({name!r}, ...): value must be a number, bool or str, or a list or a dict with str "
+                    f"keys of them, got {type(value).__name__}")
 
 
 def _now() -> str:
@@ -83,7 +88,7 @@ def _write(path: Path) -> None:
 
 
 def record(name: str, value: Any) -> Any:
-    """Store one finding (number, bool or str) and return the value unchanged."""
+    """Store one finding (a number, bool or str, or a list or str-keyed dict of them) and return the value unchanged."""
     if _current is None:
         raise RuntimeError("record() needs setup(...) to have run first in this notebook")
     if not isinstance(name, str) or not name.isidentifier():

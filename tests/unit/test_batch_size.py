@@ -1,37 +1,13 @@
-"""helpers.batch_size: the compiled-SGD driver, the learning-rate grid and the steps-to-target readers."""
+"""helpers.batch_size: the driver of lesson 01's compiled steps-to-target runs and its rate sweep."""
 import numpy as np
 import pytest
 
-from helpers.batch_size import (RegimeRun, best_rates, compiled_sgd_run, learning_rate_grid,
-                                steps_per_epoch, steps_to_loss)
-
-
-def _run(loss, b=4, lr=0.1):
-    loss = np.asarray(loss, float)
-    steps = np.arange(len(loss)) * 3
-    return RegimeRun(b, lr, steps / 3.0, steps, np.arange(len(loss)) * 0.5, loss)
-
-
-def test_steps_to_loss_reads_the_first_point_at_or_below_target():
-    run = _run([2.0, 1.0, 0.3, 0.5, 0.1])
-    assert steps_to_loss(run, 0.3) == 6
-    assert steps_to_loss(run, 0.05) is None
-
-
-def test_best_rates_pick_the_lowest_finite_final_loss_per_batch():
-    runs = {(4, 0.1): _run([2, 1.0]), (4, 0.3): _run([2, 0.4]), (4, 1.0): _run([2, np.nan]),
-            (16, 0.1): _run([2, 0.9]), (16, 0.3): _run([2, 3.0])}
-    assert best_rates(runs) == {4: 0.3, 16: 0.1}
-
-
-def test_learning_rate_grid_calls_every_pair_once():
-    calls = []
-    runs = learning_rate_grid(lambda b, r: calls.append((b, r)) or _run([1, b * r]), [2, 8], [0.5, 1.0])
-    assert calls == [(2, 0.5), (2, 1.0), (8, 0.5), (8, 1.0)] and runs[(8, 0.5)].loss[-1] == 4.0
+from helpers.batch_size import TargetRun, compiled_steps_to_target, steps_per_epoch, tuned_rate_sweep
+from helpers.gradient_noise import tuned_rates
 
 
 class _FakeModel:
-    """Stands in for a Keras model: weights are one number, the loss is that number."""
+    """Stands in for a Keras model: the weights are one number, the training loss is that number."""
     def __init__(self):
         self.w, self.lr = 0.0, None
         self.optimizer = self
@@ -48,39 +24,68 @@ class _FakeModel:
         self.lr = value
 
 
-def test_compiled_sgd_run_counts_steps_logs_loss_and_resets_the_weights():
+def _descent(model, per_step, seen=None):
+    """sgd_until for the fake model: each step moves the loss by -lr·per_step, stopping as the page's loop does."""
+    def sgd_until(orders, batch_size, target):
+        orders, b, target = np.asarray(orders), int(batch_size), float(target)
+        if seen is not None:
+            seen.append(orders.shape)
+        start, losses = model.w, []
+        for _ in range(orders.shape[0] * steps_per_epoch(orders.shape[1], b)):
+            model.w -= model.lr * per_step
+            losses.append(model.w)
+            if model.w <= target or not model.w <= 4 * start:
+                break
+        return np.asarray(losses, np.float32)
+    return sgd_until
+
+
+def test_a_run_stops_at_the_first_step_at_the_target_and_measures_the_test_accuracy_there():
     model, seen = _FakeModel(), []
-
-    def sgd_steps(order, batch_size):
-        order = np.asarray(order)
-        seen.append(len(order))
-        model.w -= model.lr * steps_per_epoch(len(order), int(batch_size))   # one unit of descent per step
-
-    n, b = 10, 3                                        # 4 steps per epoch, the last batch of 1
-    run = compiled_sgd_run(model, [5.0], sgd_steps, lambda: model.w, n, batch_size=b, learning_rate=0.5,
-                           epochs=2, evals_per_epoch=2)
-    assert seen == [6, 4, 6, 4]                         # whole batches per chunk, every example once per epoch
-    assert list(run.steps) == [0, 2, 4, 6, 8] and list(run.epochs) == [0, 0.5, 1, 1.5, 2]
-    assert list(run.loss) == [5.0, 4.0, 3.0, 2.0, 1.0] and run.learning_rate == 0.5
-    assert run.seconds[0] == 0 and np.all(np.diff(run.seconds) >= 0)
-    again = compiled_sgd_run(model, [5.0], sgd_steps, lambda: model.w, n, batch_size=b, learning_rate=0.5, epochs=1)
-    assert list(again.loss) == [5.0, 3.0]               # restarted from the start weights
+    run = compiled_steps_to_target(model, [5.0], _descent(model, 1.0, seen), 10, batch_size=3, learning_rate=0.5,
+                                   seed=0, target=0.7, max_steps=100, test_accuracy=lambda: model.w, epochs_per_call=2)
+    assert run.steps == 9 and run.stopped_at is None            # 5 − 0.5·9 = 0.5, the first loss ≤ 0.7
+    assert run.test_accuracy == pytest.approx(0.5)              # taken at the stopping point, not later
+    assert seen == [(2, 10), (2, 10)]                           # 2 epochs per call of 4 steps each (the last batch of 1)
+    assert len(run.loss) == 9
 
 
-def test_compiled_sgd_run_stops_a_diverging_run():
+def test_a_run_restarts_from_the_start_weights_and_is_capped_or_diverges():
     model = _FakeModel()
-
-    def sgd_steps(order, batch_size):
-        model.w *= 10                                   # the loss explodes
-
-    run = compiled_sgd_run(model, [1.0], sgd_steps, lambda: model.w, 8, batch_size=4, learning_rate=9.0,
-                           epochs=5, stop_if_diverged=True)
-    assert len(run.loss) == 2 and run.loss[-1] > run.loss[0]
-    full = compiled_sgd_run(model, [1.0], sgd_steps, lambda: model.w, 8, batch_size=4, learning_rate=9.0, epochs=3)
-    assert len(full.loss) == 4
+    capped = compiled_steps_to_target(model, [5.0], _descent(model, 0.01), 10, batch_size=3, learning_rate=0.5,
+                                      seed=0, target=1.0, max_steps=12)
+    assert capped.steps is None and capped.stopped_at == 12 and capped.loss[0] == pytest.approx(4.995)
+    diverged = compiled_steps_to_target(model, [5.0], _descent(model, -20.0), 10, batch_size=3, learning_rate=1.0,
+                                        seed=0, target=1.0, max_steps=100)
+    assert diverged.steps is None and diverged.stopped_at is None and len(diverged.loss) == 1
 
 
-def test_compiled_sgd_run_matches_keras_fit_on_a_tiny_mlp():
+def _fake_run(table):
+    """train(b, r, s, cap) whose steps come from table[(b, r)][s]; a run needing more than cap is cut there."""
+    calls = []
+
+    def train(b, r, s, cap):
+        calls.append((b, r, s, cap))
+        need = table[(b, r)][s]
+        if need is not None and need <= cap:
+            return TargetRun(b, r, s, need, 0.9, np.zeros(need), 0.0)
+        return TargetRun(b, r, s, None, None, np.zeros(1), 0.0, stopped_at=cap if need is not None else None)
+    return train, calls
+
+
+def test_the_sweep_goes_up_the_rates_and_caps_runs_at_twice_the_best_median():
+    table = {(4, 0.5): [100, 110, 90], (4, 1.0): [60, 70, 50], (4, 2.0): [30, 200, 40], (4, 4.0): [None, None, None]}
+    train, calls = _fake_run(table)
+    runs = tuned_rate_sweep(train, [4], [2.0, 0.5, 4.0, 1.0], [0, 1, 2], max_steps=1000)
+    assert [c[1] for c in calls[::3]] == [0.5, 1.0, 2.0, 4.0]
+    assert [c[3] for c in calls if c[1] == 1.0] == [200] * 3    # twice the median 100 of rate 0.5
+    assert [c[3] for c in calls if c[1] == 2.0] == [120] * 3    # twice the median 60 of rate 1.0
+    assert runs[(4, 2.0, 1)].steps is None and runs[(4, 2.0, 1)].stopped_at == 120
+    # rate 2.0 has the fewest median steps of the runs that finished, but failed one seed: 1.0 is the tuned rate
+    assert tuned_rates(runs, [4], [0.5, 1.0, 2.0, 4.0], [0, 1, 2]) == {4: 1.0}
+
+
+def test_compiled_steps_to_target_with_a_keras_loop_matches_fit():
     keras = pytest.importorskip("keras")
     import tensorflow as tf
     from helpers.models import compile_classifier, mlp
@@ -90,23 +95,45 @@ def test_compiled_sgd_run_matches_keras_fit_on_a_tiny_mlp():
     model = compile_classifier(mlp((8,)), optimizer="sgd", learning_rate=0.2)
     start = model.get_weights()
     xt, yt = tf.constant(x), tf.constant(y)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)])
-    def sgd_steps(order, batch_size):
-        for first in tf.range(0, tf.size(order), batch_size):
-            batch = order[first:first + batch_size]
-            with tf.GradientTape() as tape:
-                loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
-                    tf.gather(yt, batch), model(tf.gather(xt, batch), training=True)))
-            grads = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-
     loss = lambda: keras.ops.mean(keras.losses.sparse_categorical_crossentropy(yt, model(xt, training=False)))
-    compiled_sgd_run(model, start, sgd_steps, loss, 20, batch_size=6, learning_rate=0.2, epochs=1, seed=3)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([], tf.float32)])
+    def sgd_until(orders, batch_size, target):
+        per_epoch = (tf.shape(orders)[1] + batch_size - 1) // batch_size
+        losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        for i in tf.range(tf.shape(orders)[0] * per_epoch):
+            first = (i % per_epoch) * batch_size
+            batch = orders[i // per_epoch, first:first + batch_size]
+            with tf.GradientTape() as tape:
+                step_loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
+                    tf.gather(yt, batch), model(tf.gather(xt, batch), training=True)))
+            grads = tape.gradient(step_loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            now = loss()
+            losses = losses.write(i, now)
+            if now <= target:
+                break
+        return losses.stack()
+
+    run = compiled_steps_to_target(model, start, sgd_until, 20, batch_size=6, learning_rate=0.2, seed=3,
+                                   target=-1.0, max_steps=4, epochs_per_call=1)
+    assert run.steps is None and run.stopped_at == 4
     mine = model.get_weights()
-    order = np.random.default_rng(3).permutation(20)      # the order compiled_sgd_run drew
+    order = np.random.default_rng(3).permutation(20)            # the first epoch's order the driver drew
     keras.utils.set_random_seed(1)
     ref = compile_classifier(mlp((8,)), optimizer="sgd", learning_rate=0.2)
     ref.fit(x[order], y[order], batch_size=6, epochs=1, shuffle=False, verbose=0)
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(mine, ref.get_weights())) < 1e-5
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(mine, start)) > 1e-3
+
+
+def test_a_tuned_rate_keeps_one_grid_step_from_divergence():
+    runs = {}
+    for r, steps, stopped in [(0.5, [90, 95, 99], None), (1.0, [50, 55, 52], None), (2.0, [40, None, 41], None)]:
+        for s, n in enumerate(steps):
+            runs[(4, r, s)] = TargetRun(4, r, s, n, 0.9 if n else None, np.zeros(1), 0.0, stopped_at=stopped)
+    # 1.0 reached on every seed but 2.0 diverged on seed 1: 1.0 is at the edge, 0.5 is the rate to rely on
+    assert tuned_rates(runs, [4], [0.5, 1.0, 2.0], [0, 1, 2]) == {4: 0.5}
+    runs[(4, 2.0, 1)] = TargetRun(4, 2.0, 1, None, None, np.zeros(1), 0.0, stopped_at=80)   # cut short, not diverged
+    assert tuned_rates(runs, [4], [0.5, 1.0, 2.0], [0, 1, 2]) == {4: 1.0}

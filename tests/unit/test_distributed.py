@@ -247,3 +247,61 @@ def test_strategy_for_uses_gpus_split_from_one_when_present():
     job = dict(weights=w0, x=x, y=y, sizes=[16, 16], learning_rate=0.1, hidden=8)
     two = dist.run_in_child(dist.custom_loop_weights, logical_devices=2, replicas=2, **job)
     assert dist.max_abs_diff(two["weights"], dist.fit_weights(replicas=1, **job)["weights"]) < 1e-5
+
+
+def test_sweep_takes_the_median_over_orders_and_keeps_a_rate_that_fails_one(monkeypatch):
+    """Three data orders, four rates: rate 2 fails one order (median still 30), rate 8 fails two (not reached);
+    the fastest rate is 4, inside the grid; the smallest rate within 10 % of its steps is 4 too."""
+    scripted = iter([[50, 30, 24, None], [60, 20, 40, None], [55, None, 25, 100]])
+    monkeypatch.setattr(scaling, "steps_to_target", lambda *a, **k: next(scripted))
+    (row,) = scaling.steps_to_target_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2, 4, 8],
+                                           target=0.9, max_steps=400, seed=0, repeats=3, progress=False)
+    assert row["steps_by_lr"] == {1.0: 55.0, 2.0: 30.0, 4.0: 25.0, 8.0: None}
+    assert row["reached_by_lr"] == {1.0: 3, 2.0: 2, 4.0: 3, 8.0: 1}
+    assert row["fastest_lr"] == 4.0 and row["steps"] == 25.0 and row["interior"] is True and row["best_lr"] == 4.0
+
+
+def test_sweep_flags_a_best_rate_at_the_grids_edge_but_not_a_flat_top(monkeypatch):
+    # steps still falling at the top of the grid: the best rate is its last one, not interior
+    scripted = iter([[50, 30], [60, 20], [55, 25]])
+    monkeypatch.setattr(scaling, "steps_to_target", lambda *a, **k: next(scripted))
+    (row,) = scaling.steps_to_target_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2], target=0.9,
+                                           max_steps=400, seed=0, repeats=3, progress=False)
+    assert row["fastest_lr"] == 2.0 and row["best_lr"] == 2.0 and row["interior"] is False
+    # flat above rate 2 (within 10 %): the fastest rate may sit at the top, the best rate is 2, inside the grid
+    scripted = iter([[50, 30, 29, 28]] * 3)
+    monkeypatch.setattr(scaling, "steps_to_target", lambda *a, **k: next(scripted))
+    (row,) = scaling.steps_to_target_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2, 4, 8],
+                                           target=0.9, max_steps=400, seed=0, repeats=3, progress=False)
+    assert row["fastest_lr"] == 8.0 and row["best_lr"] == 2.0 and row["interior"] is True
+
+
+def test_epoch_schedule_warms_up_then_decays_at_epoch_boundaries():
+    sched = dist.epoch_schedule(0.1, 0.4, steps_per_epoch=10, warmup_epochs=2, decay_epochs=(5, 8), decay_factor=0.1)
+    rate = lambda step: float(sched(step))      # noqa: E731
+    assert rate(0) == pytest.approx(0.1) and rate(10) == pytest.approx(0.25) and rate(20) == pytest.approx(0.4)
+    assert rate(49) == pytest.approx(0.4) and rate(50) == pytest.approx(0.04) and rate(80) == pytest.approx(0.004)
+    # the same schedule on twice the replicas: half the steps per epoch, the same rate per epoch
+    half = dist.epoch_schedule(0.1, 0.4, steps_per_epoch=5, warmup_epochs=2, decay_epochs=(5, 8), decay_factor=0.1)
+    assert [float(half(e * 5)) for e in range(10)] == pytest.approx([rate(e * 10) for e in range(10)])
+
+
+def test_train_for_accuracy_reports_the_rate_of_each_epoch():
+    x, y = _data(96)
+    w = dist.initial_weights("mlp", seed=0)
+    r = dist.train_for_accuracy(replicas=1, weights=w, x=x, y=y, x_test=x, y_test=y, per_replica_batch=32, epochs=4,
+                                base_learning_rate=0.1, lr_scale=2, warmup_epochs=1, decay_epochs=(2,), seed=0)
+    assert r["steps"] == [3, 6, 9, 12]
+    # the rate of each epoch's last step: warm-up from 0.1 to 0.2 over the first epoch's 3 steps, ×0.1 from epoch 3
+    assert r["learning_rate"] == pytest.approx([0.1 + 0.1 * 2 / 3, 0.2, 0.02, 0.02], rel=1e-5)
+    assert len(r["train_loss_by_epoch"]) == 4 and len(r["weights"]) == len(w)
+
+
+def test_shuffled_epochs_give_every_batch_size_the_same_order():
+    x, y = _data(96)
+    ds_small, spe_small = dist.shuffled_epochs(x, y, global_batch=16, epochs=2, seed=3)
+    ds_large, spe_large = dist.shuffled_epochs(x, y, global_batch=32, epochs=2, seed=3)
+    assert (spe_small, spe_large) == (6, 3)
+    small = np.concatenate([b.numpy() for _, b in ds_small])
+    large = np.concatenate([b.numpy() for _, b in ds_large])
+    np.testing.assert_array_equal(small, large)

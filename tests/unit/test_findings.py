@@ -43,7 +43,11 @@ def test_numpy_scalars_are_stored_as_python_numbers(build):
 def test_rejects_unserialisable_values_and_bad_names(build):
     findings.start_findings("07_example", 0, {})
     with pytest.raises(TypeError, match="number, bool or str"):
-        findings.record("arr", [1, 2])
+        findings.record("arr", {1, 2})
+    with pytest.raises(TypeError, match="number, bool or str"):
+        findings.record("nested", {"ok": 1, "bad": object()})
+    with pytest.raises(TypeError, match="number, bool or str"):
+        findings.record("keys", {4: 0.9})                  # JSON keys are strings: say so, don't convert
     with pytest.raises(ValueError, match="identifiers"):
         findings.record("not a name", 1)
 
@@ -65,3 +69,12 @@ def test_writes_are_atomic_no_temp_files_left(build):
 def test_default_build_dir_is_the_repo_build(monkeypatch):
     monkeypatch.delenv("WORKBOOK_BUILD_DIR", raising=False)
     assert findings.build_dir() == findings.REPO_ROOT / "build"
+
+
+def test_lists_and_str_keyed_dicts_of_numbers_are_findings(build):
+    import numpy as np
+    findings.start_findings("07_example", 0, {})
+    findings.record("per_batch", {"4": np.float64(0.91), "1438": 0.9, "bad": float("nan")})
+    findings.record("points", [1, 2.5, np.int64(3)])
+    stored = findings.load_findings("07_example")["findings"]
+    assert stored == {"per_batch": {"4": 0.91, "1438": 0.9, "bad": None}, "points": [1, 2.5, 3]}

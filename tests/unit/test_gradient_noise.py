@@ -81,3 +81,59 @@ def test_two_batch_estimate_from_minibatch_gradients_of_the_softmax_model(proble
     est = two_batch_noise_scale(minibatch_sq_norms(model, X, y, 2, 4000, rng), 2,
                                 minibatch_sq_norms(model, X, y, 64, 4000, rng), 64)
     assert est.b_simple == pytest.approx(exact, rel=0.2)
+
+
+def _reference_steps(X, y, b, lr, seed, target, max_steps=400):
+    """One run written plainly with SoftmaxRegression (float64): what steps_to_target_sweep stacks and vectorises."""
+    model = SoftmaxRegression.init(X.shape[1], int(y.max()) + 1, np.random.default_rng(seed))
+    rng, n = np.random.default_rng(seed), len(X)
+    spe = steps_per_epoch(n, b)
+    start = model.loss(X, y)
+    for step in range(max_steps):
+        if step % spe == 0:
+            order = rng.permutation(n)
+        idx = order[(step % spe) * b:(step % spe + 1) * b]
+        model.step(model.gradient(X[idx], y[idx]), lr)
+        loss = model.loss(X, y)
+        if not np.isfinite(loss) or loss > 4 * start:
+            return None
+        if loss <= target:
+            return step + 1
+    return None
+
+
+def test_the_stacked_sweep_takes_the_steps_of_plain_runs():
+    from helpers.gradient_noise import steps_to_target_sweep
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 6)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int) + (X[:, 2] > 1).astype(int)
+    runs = steps_to_target_sweep(X, y, X[:30], y[:30], batch_sizes=[4, 90], learning_rates=[0.3, 1.0, 30.0],
+                                 seeds=[0, 1], target=0.45, max_steps=400, prune=False, progress=False)
+    for (b, lr, s), run in runs.items():
+        assert run.steps == _reference_steps(X.astype(np.float64), y, b, lr, s, 0.45), (b, lr, s)
+    assert any(r.steps for r in runs.values()) and any(r.steps is None for r in runs.values())
+    reached = [r for r in runs.values() if r.steps]
+    assert all(0 <= r.test_accuracy <= 1 for r in reached)
+
+
+def test_pruning_keeps_the_tuned_rates():
+    from helpers.gradient_noise import steps_to_target_sweep, tuned_rates
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 5))
+    y = (X[:, 0] > 0).astype(int)
+    kw = dict(batch_sizes=[2, 8, 120], learning_rates=[0.1, 0.2, 0.4, 0.8, 1.6], seeds=[0, 1, 2], target=0.35,
+              max_steps=600, progress=False)
+    full = steps_to_target_sweep(X, y, X, y, prune=False, **kw)
+    pruned = steps_to_target_sweep(X, y, X, y, prune=True, **kw)
+    args = ([2, 8, 120], kw["learning_rates"], kw["seeds"])
+    assert tuned_rates(pruned, *args) == tuned_rates(full, *args)
+    assert sum(r.stopped_at is not None for r in pruned.values()) > 0          # pruning did stop some runs
+
+
+def test_fit_steps_model_recovers_the_critical_batch():
+    from helpers.gradient_noise import fit_steps_model
+    b = np.array([4, 16, 64, 256, 1024])
+    fit = fit_steps_model(b, 20 * (1 + 15 / b))
+    assert fit["s_min"] == pytest.approx(20, rel=0.01) and fit["b_crit"] == pytest.approx(15, rel=0.01)
+    noisy = fit_steps_model(b, 20 * (1 + 15 / b) * np.array([1.1, 0.9, 1.1, 0.9, 1.0]))
+    assert 10 < noisy["b_crit"] < 22
