@@ -201,3 +201,21 @@ def tuned_rate_sweep(train, batch_sizes, rates, seeds, *, max_steps: int, desc: 
                 if all(steps):
                     cap = min(cap, 2 * int(np.median(steps)))
     return runs
+
+
+def plot_steps_to_target(ax, per_batch: dict, fit: dict, model_name: str):
+    """Steps to the target against batch size on `ax`: the median over seeds with min–max bars (a run that
+    never reached the target counts as infinite), perfect scaling from the smallest batch, and the fitted
+    S_min(1 + B_crit/B). per_batch: helpers.gradient_noise.at_tuned_rates's output; fit: fit_steps_model's.
+    Returns a fine grid of batch sizes for further curves."""
+    batches = np.array(list(per_batch), float)
+    steps = [[s or np.inf for s in v["steps"]] for v in per_batch.values()]
+    med, lo, hi = (np.array([f(s) for s in steps]) for f in (np.median, min, max))
+    seeds = len(steps[0])
+    ax.errorbar(batches, med, yerr=[med - lo, hi - med], fmt="o", color="C3", capsize=3,
+                label=f"{model_name}: median, min–max over {seeds} fresh seeds")
+    grid = np.geomspace(batches[0], batches[-1], 100)
+    ax.plot(grid, med[0] * batches[0] / grid, ":", color="0.5", label="perfect scaling from the smallest batch")
+    ax.plot(grid, fit["s_min"] * (1 + fit["b_crit"] / grid), "-", color="C0",
+            label=f"fit S_min(1 + B_crit/B): B_crit = {fit['b_crit']:.0f}")
+    return grid

@@ -400,3 +400,10 @@ def steps_at_rates(X, y, X_test, y_test, *, rates: dict, seeds, target: float, m
                                          target=target, max_steps=max_steps, prune=False, desc=f"B={b}",
                                          progress=False))
     return out
+
+
+def at_tuned_rates(runs: dict, rates: dict, seeds) -> dict:
+    """Per batch size, the runs at its tuned rate ({B: rate}): {B: {"steps": [steps or None per seed],
+    "acc": [test accuracy of every run that reached the target]}}. Works for StepsToTarget and TargetRun."""
+    return {b: dict(steps=[runs[(b, r, s)].steps for s in seeds],
+                    acc=[runs[(b, r, s)].test_accuracy for s in seeds if runs[(b, r, s)].steps]) for b, r in rates.items()}

@@ -24,6 +24,7 @@ CONFIGS = {  # name: (environment variables, pin to the first allowed core)
 # findings that compare two computations that should agree to rounding, with the tolerance of their check
 DETERMINISTIC = {
     "01_steps_epochs_and_batches": {"accumulated_vs_full_gradient_max_abs_diff": "1e-6 × max(1, ‖g‖)",
+                                    "keras_gradient_accumulation_max_abs_diff": "1e-3 × the step",
                                     "compiled_loop_vs_fit_max_abs_diff": "1e-5"},
     "02_batchnorm_small_batches": {"max_abs_diff_numpy_vs_keras": "1e-5"},
     "03_batchnorm_train_vs_inference": {
@@ -35,7 +36,7 @@ DETERMINISTIC = {
     "04_batchnorm_running_statistics": {"ema_update_max_abs_diff": "1e-5",
                                         "precise_bn_helper_vs_page_max_rel_diff": "1e-4 (relative)"},
     "05_multi_device_gradient_averaging": {
-        "max_abs_diff_2x_b_vs_1x_2b": "1e-5", "max_abs_diff_4x_vs_2x": "1e-5", "max_abs_diff_custom_loop_vs_fit": "1e-6",
+        "max_abs_diff_2x_b_vs_1x_2b": "1e-5", "max_abs_diff_4x_vs_2x": "1e-5", "max_abs_diff_custom_loop_vs_fit": "1e-5",
         "max_abs_diff_sum_vs_scaled_mean": "1e-5", "max_abs_diff_syncbn_vs_single": "1e-4",
         "max_abs_diff_multiworker_vs_single": "1e-5", "max_abs_diff_multiworker_vs_logical": "1e-5"},
     "06_imbalanced_timestep_labels": {"keras_reduction_vs_arithmetic_max_rel_error": "1e-3 (relative)",

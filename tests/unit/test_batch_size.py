@@ -137,3 +137,24 @@ def test_a_tuned_rate_keeps_one_grid_step_from_divergence():
     assert tuned_rates(runs, [4], [0.5, 1.0, 2.0], [0, 1, 2]) == {4: 0.5}
     runs[(4, 2.0, 1)] = TargetRun(4, 2.0, 1, None, None, np.zeros(1), 0.0, stopped_at=80)   # cut short, not diverged
     assert tuned_rates(runs, [4], [0.5, 1.0, 2.0], [0, 1, 2]) == {4: 1.0}
+
+
+def test_runs_at_tuned_rates_and_their_plot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from helpers.batch_size import plot_steps_to_target
+    from helpers.gradient_noise import at_tuned_rates
+    runs = {(b, r, s): TargetRun(b, r, s, n, acc, np.zeros(1), 0.0)
+            for b, r, s, n, acc in [(4, 1.0, 5, 100, 0.9), (4, 1.0, 6, None, None), (4, 1.0, 7, 120, 0.8),
+                                    (16, 2.0, 5, 30, 0.95), (16, 2.0, 6, 40, 0.9), (16, 2.0, 7, 35, 0.85),
+                                    (16, 1.0, 5, 99, 0.1)]}
+    per_batch = at_tuned_rates(runs, {4: 1.0, 16: 2.0}, [5, 6, 7])
+    assert per_batch == {4: {"steps": [100, None, 120], "acc": [0.9, 0.8]},
+                         16: {"steps": [30, 40, 35], "acc": [0.95, 0.9, 0.85]}}
+    fig, ax = plt.subplots()
+    grid = plot_steps_to_target(ax, per_batch, {"s_min": 20.0, "b_crit": 10.0}, "m")
+    assert grid[0] == 4 and grid[-1] == 16
+    xs, ys = ax.lines[0].get_data()                      # the error bar's markers: the medians
+    assert list(xs) == [4, 16] and list(ys) == [120, 35]  # the failed run counts as infinite in B=4's median
+    plt.close(fig)
