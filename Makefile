@@ -24,11 +24,14 @@ run: $(STAMP)
 	$(PY) -m helpers.workbook.run_all $(ARGS)
 
 # Regenerate the committed data with provenance: lesson 07's example (data/examples/), lesson 02's
-# data/mnist1d_runs.csv, lesson 04's data/long_runs.csv, lesson 05's data/converged_05.csv, then lesson 06's
-# data/spike_map.csv, data/asker_regime.csv, data/asker_checkpoints/ and data/remedies.csv.
+# data/mnist1d_runs.csv and data/tiny_batch_runs.csv, lesson 03's data/mnist1d_inference_03.csv, lesson 04's data/long_runs.csv, lesson 05's
+# data/converged_05.csv, then lesson 06's data/spike_map.csv, data/asker_regime.csv, data/asker_checkpoints/ and
+# data/remedies.csv.
 data: $(STAMP)
 	$(PY) -m helpers.examples
 	$(PY) -m helpers.small_batches
+	$(PY) -m helpers.small_batches tiny
+	$(PY) -m helpers.bn_inference
 	$(PY) -m helpers.long_runs
 	$(PY) -m helpers.converged_runs
 	$(PY) -m helpers.spikes.regenerate

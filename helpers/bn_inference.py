@@ -1,7 +1,10 @@
 """Batch normalization at inference time: a Conv1D+BN window classifier, the
 ways to call it, the "accepted answer" variants (BN removed, BN in training
 mode on a batch of one), BN folded into the preceding layer for deployment,
-a streaming batch-of-one predictor with its latency, and the widget function.
+a streaming batch-of-one predictor with its latency, an accuracy's interval,
+the widget function, and lesson 03's committed MNIST-1D table (the same
+comparison where the label lives in the signal's shape; regenerate it with
+`python -m helpers.bn_inference`).
 
 Shapes: windows x are float32 (N, T, C) — T time steps, C channels; labels y
 are int (N,) in {0, 1}; probabilities are float (N,) for the "fault" class.
@@ -21,33 +24,48 @@ from .workbook.tables import Table
 
 
 # ----------------------------------------------------------------------------- model
+NORMS = ("batch", "none", "instance")
+
+
 def conv1d_bn_model(window_length: int, channels: int, *, filters: Sequence[int] = (8, 16, 16),
                     kernel_size: int = 5, dense: int = 16, momentum: float = 0.9,
-                    learning_rate: float = 1e-3, name: str = "conv1d_bn"):
-    """Three Conv1D-BN-ReLU blocks (max-pool 2 after the first two), global average
-    pooling, Dense-BN-ReLU, and a sigmoid output. Compiled (Adam, binary cross-entropy).
+                    learning_rate: float = 1e-3, classes: int = 1, norm: str = "batch", name: str = "conv1d_bn"):
+    """Three Conv1D-norm-ReLU blocks (max-pool 2 after the first two), global average
+    pooling, Dense-norm-ReLU, and the output. Compiled (Adam; binary cross-entropy for
+    classes=1, sparse categorical cross-entropy otherwise).
 
-    Input (N, window_length, channels) -> probability of "fault" (N, 1).
-    Convolutions and the hidden Dense have no bias: the BN's beta replaces it.
+    Input (N, window_length, channels) -> P("fault") (N, 1) for classes=1 (sigmoid), else
+    class probabilities (N, classes) (softmax).
+    norm: "batch" — BatchNormalization(momentum) after every Conv1D and the hidden Dense, which then
+    have no bias (BN's beta replaces it); "none" — no normalization, biases on; "instance" — instance
+    normalization (GroupNormalization with one group per channel) after every Conv1D, none after the Dense.
     """
     import keras
     from keras import layers
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     inputs = keras.Input(shape=(window_length, channels), name="window")
     h = inputs
     for i, f in enumerate(filters):
-        h = layers.Conv1D(f, kernel_size, padding="same", use_bias=False, name=f"conv{i}")(h)
-        h = layers.BatchNormalization(momentum=momentum, name=f"bn{i}")(h)
+        h = layers.Conv1D(f, kernel_size, padding="same", use_bias=norm != "batch", name=f"conv{i}")(h)
+        if norm == "batch":
+            h = layers.BatchNormalization(momentum=momentum, name=f"bn{i}")(h)
+        elif norm == "instance":
+            h = layers.GroupNormalization(groups=-1, name=f"in{i}")(h)
         h = layers.ReLU(name=f"relu{i}")(h)
         if i < 2:
             h = layers.MaxPooling1D(2, name=f"pool{i}")(h)
     h = layers.GlobalAveragePooling1D(name="average_over_time")(h)
-    h = layers.Dense(dense, use_bias=False, name="dense")(h)
-    h = layers.BatchNormalization(momentum=momentum, name="bn_dense")(h)
+    h = layers.Dense(dense, use_bias=norm != "batch", name="dense")(h)
+    if norm == "batch":
+        h = layers.BatchNormalization(momentum=momentum, name="bn_dense")(h)
     h = layers.ReLU(name="relu_dense")(h)
-    outputs = layers.Dense(1, activation="sigmoid", name="fault")(h)
+    if classes == 1:
+        outputs, loss = layers.Dense(1, activation="sigmoid", name="fault")(h), "binary_crossentropy"
+    else:
+        outputs, loss = layers.Dense(classes, activation="softmax", name="label")(h), "sparse_categorical_crossentropy"
     model = keras.Model(inputs, outputs, name=name)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -218,12 +236,13 @@ def set_bn_trainable(model, trainable: bool, names: Sequence[str] | None = None)
 
 def copy_model(model, *, bn_trainable: bool = True):
     """An independent copy (same architecture and weights, moving statistics included),
-    its BN layers set to `bn_trainable`, compiled like conv1d_bn_model."""
+    its BN layers set to `bn_trainable`, compiled like conv1d_bn_model (with the model's own loss)."""
     import keras
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     set_bn_trainable(clone, bn_trainable)
-    clone.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    loss = getattr(model, "loss", None) or "binary_crossentropy"
+    clone.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
     return clone
 
 
@@ -342,6 +361,18 @@ def batched_ms_per_window(model, windows: np.ndarray, *, batch_size: int = 256, 
     return float(best / len(windows) * 1e3)
 
 
+# ----------------------------------------------------------------------------- an accuracy is a sample
+def accuracy_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy p measured on n examples (95 % for z = 1.96):
+    where the accuracy over all data of the same kind lies, given this one test set. Unlike p ± z·se
+    it stays inside [0, 1] and does not collapse at p = 0 or 1."""
+    if n < 1 or not 0 <= p <= 1:
+        raise ValueError(f"need n >= 1 and 0 <= p <= 1, got p={p}, n={n}")
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 # ----------------------------------------------------------------------------- widget
 MODES = ("inference", "training")
 
@@ -441,3 +472,145 @@ def accuracy_table(rows: Sequence[tuple[str, str, float]], title: str) -> Table:
     """A Table of (how the model is called, what BN does, test accuracy)."""
     return Table(["how the model is called", "what BN does", "test accuracy"], [list(r) for r in rows],
                  title=title, highlight=[0])
+
+
+# ----------------------------------------------------------------------------- MNIST-1D: the label in the shape
+# Lesson 03, section 4: the batch-1 comparison repeated on MNIST-1D (helpers.mnist1d), whose label lives in
+# the signal's shape, not its level. Trained to convergence that is too slow for the notebook's default run
+# for several seeds and models, so the runs are committed as data/mnist1d_inference_03.csv; the notebook
+# retrains its own seed's row live and judges it by the committed seeds' spread (helpers.workbook.spread).
+#
+#     MNIST1D_SETTINGS, MNIST1D_RUNS, MNIST1D_SEEDS      what the table holds
+#     train_mnist1d(run, seed, data)        (model, seconds): one run trained at batch 256 to convergence
+#     batch1_accuracies(model, x, y)         the four ways of calling a trained model (section 4's code)
+#     mnist1d_row(run, seed, data)           one row of the table, trained now
+#     read_mnist1d_table(path)               {(seed, run): row}
+#     mnist1d_spreads(row, table, seed)      a retrained row judged by the committed seeds
+#     python -m helpers.bn_inference [--seeds 0,1,2,3,4] [--out data/mnist1d_inference_03.csv]
+
+MNIST1D_TABLE = "mnist1d_inference_03.csv"
+#: Keras's default BN momentum; 16 steps per epoch at batch 256, 60 epochs = 960 steps: the moving averages
+#: keep 0.99**960 ≈ 0.01 % of their starting values, and the test accuracy is flat over the last third
+MNIST1D_SETTINGS = {"batch_size": 256, "epochs": 60, "momentum": 0.99, "learning_rate": 3e-3,
+                    "filters": (32, 32, 32), "kernel_size": 5, "dense": 32}
+#: run -> the model's normalization (conv1d_bn_model's `norm`)
+MNIST1D_RUNS = {"bn": "batch", "no_norm": "none", "instance_norm": "instance"}
+MNIST1D_SEEDS = (0, 1, 2, 3, 4)
+#: the accuracies of a row; the three batch-1 readings exist only for the BN run
+MNIST1D_ACCURACIES = ("acc_inference", "acc_training_batch1", "acc_instance_norm_batch1", "acc_two_thirds")
+MNIST1D_COLUMNS = ["seed", "run", "norm", "batch_size", "epochs", "steps", "momentum", "learning_rate",
+                   "train_loss", *MNIST1D_ACCURACIES, "train_seconds"]
+
+
+def train_mnist1d(run: str, seed: int, data, settings: dict = MNIST1D_SETTINGS, *, progress: bool = True):
+    """Build conv1d_bn_model(norm=MNIST1D_RUNS[run]) for 10 classes from `seed` and fit it at
+    settings["batch_size"] for settings["epochs"] epochs. data: helpers.mnist1d.load_mnist1d().
+
+    Returns (model, info): info holds "train_loss" (last epoch), "steps", "seconds" and "acc_two_thirds"
+    (inference-mode test accuracy after two thirds of the epochs: beside the final one, it shows the plateau)."""
+    import keras
+    from .training import train
+    if run not in MNIST1D_RUNS:
+        raise ValueError(f"run {run!r}: expected one of {list(MNIST1D_RUNS)}")
+    keras.utils.set_random_seed(seed)
+    model = conv1d_bn_model(data.x_train.shape[1], data.x_train.shape[2], filters=settings["filters"],
+                            kernel_size=settings["kernel_size"], dense=settings["dense"],
+                            momentum=settings["momentum"], learning_rate=settings["learning_rate"],
+                            classes=int(np.max(data.y_train)) + 1, norm=MNIST1D_RUNS[run], name=f"mnist1d_{run}")
+    half = 2 * settings["epochs"] // 3
+    first = train(model, data.x_train, data.y_train, epochs=half, batch_size=settings["batch_size"],
+                  desc=f"MNIST-1D {run}, epochs 1–{half}", progress=progress)
+    acc_two_thirds = accuracy(model, data.x_test, data.y_test)
+    second = train(model, data.x_train, data.y_train, epochs=settings["epochs"] - half,
+                   batch_size=settings["batch_size"], desc=f"MNIST-1D {run}, epochs {half + 1}–{settings['epochs']}",
+                   progress=progress)
+    steps = -(-len(data.x_train) // settings["batch_size"]) * settings["epochs"]
+    return model, {"train_loss": second.metrics["loss"][-1], "steps": steps,
+                   "seconds": first.seconds + second.seconds, "acc_two_thirds": acc_two_thirds}
+
+
+def batch1_accuracies(model, x: np.ndarray, y: np.ndarray) -> dict:
+    """Test accuracy of a trained model called the ways section 3 compares (x (N, T, C), y (N,)):
+    inference mode; for a model with BN also training mode at batch 1 (every BN on the sample's own
+    statistics: a dense BN then outputs β) and instance norm (the conv BNs in training mode at batch 1,
+    the dense BN kept in inference mode with trainable=False)."""
+    acc = {"acc_inference": accuracy(model, x, y)}
+    if count_batchnorm(model):
+        acc["acc_training_batch1"] = accuracy(model, x, y, training=True, batch_size=1, compiled=True)
+        conv_only = copy_model(model)
+        set_bn_trainable(conv_only, False, names=["bn_dense"])
+        acc["acc_instance_norm_batch1"] = accuracy(conv_only, x, y, training=True, batch_size=1, compiled=True)
+    return acc
+
+
+def mnist1d_row(run: str, seed: int, data, settings: dict = MNIST1D_SETTINGS, *, progress: bool = True) -> dict:
+    """One row of the table (MNIST1D_COLUMNS), trained now; accuracies a row does not have are ''."""
+    model, info = train_mnist1d(run, seed, data, settings, progress=progress)
+    acc = batch1_accuracies(model, data.x_test, data.y_test)
+    row = {"seed": seed, "run": run, "norm": MNIST1D_RUNS[run], "batch_size": settings["batch_size"],
+           "epochs": settings["epochs"], "steps": info["steps"], "momentum": settings["momentum"],
+           "learning_rate": settings["learning_rate"], "train_loss": round(info["train_loss"], 6),
+           "acc_two_thirds": round(info["acc_two_thirds"], 6), "train_seconds": round(info["seconds"], 1)}
+    row.update({k: round(acc[k], 6) if k in acc else "" for k in MNIST1D_ACCURACIES if k != "acc_two_thirds"})
+    return row
+
+
+def mnist1d_table_path():
+    from .workbook import committed
+    return committed.find_data_dir() / MNIST1D_TABLE
+
+
+def read_mnist1d_table(path=None) -> dict:
+    """{(seed, run): row} of the committed table (numbers parsed; '' where a run has no such accuracy)."""
+    from .workbook import committed
+    return {(int(r["seed"]), r["run"]): r
+            for r in committed.read_csv_rows(path or mnist1d_table_path(), keep_text=("run", "norm"))}
+
+
+def mnist1d_column(table: dict, run: str, name: str) -> dict:
+    """{seed: value} of one accuracy of `run` over the committed seeds."""
+    return {seed: float(row[name]) for (seed, r), row in sorted(table.items()) if r == run and row[name] != ""}
+
+
+def mnist1d_spreads(row: dict, table: dict, seed: int, n_test: int):
+    """A row retrained now, each of its accuracies judged by the same run's committed seeds: their range
+    widened by 3 × max(binomial standard error on n_test signals, the seeds' sd)."""
+    from .workbook.spread import Spread, binomial_se
+    out = []
+    for name in MNIST1D_ACCURACIES:
+        if row.get(name, "") == "":
+            continue
+        seeds = mnist1d_column(table, row["run"], name)
+        live = float(row[name])
+        out.append(Spread(f"{row['run']}: {name}", live, list(seeds.values()), resolution=binomial_se(live, n_test),
+                          same_seed=seeds.get(seed)))
+    return out
+
+
+def regenerate_mnist1d(out=None, seeds: Sequence[int] = MNIST1D_SEEDS, command: str = "", *,
+                       settings: dict = MNIST1D_SETTINGS, data=None) -> list[dict]:
+    """Train every run of the table for `seeds`; write the CSV (replacing `out` only once every row is
+    written) and its provenance file. Returns the rows. settings, data: MNIST1D_SETTINGS and
+    load_mnist1d() unless given (a test passes smaller ones)."""
+    from .mnist1d import load_mnist1d
+    from .workbook import committed
+    data = load_mnist1d() if data is None else data
+    return committed.write_table(
+        out or mnist1d_table_path(), MNIST1D_COLUMNS, [(s, r) for s in seeds for r in MNIST1D_RUNS],
+        lambda unit: [mnist1d_row(unit[1], unit[0], data, settings, progress=False)],
+        command=command or "python -m helpers.bn_inference", desc="MNIST-1D batch-1 table", seeds=list(seeds),
+        settings={k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        runs=dict(MNIST1D_RUNS), data="data/mnist1d.npz (helpers.mnist1d.load_mnist1d: 4,000 train / 1,000 test)")
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """`python -m helpers.bn_inference [--seeds 0,1,2,3,4] [--out data/mnist1d_inference_03.csv]`: regenerate
+    lesson 03's MNIST-1D batch-1 comparison (see data/README.md)."""
+    from .workbook import committed
+    return committed.regenerate_main(argv, prog="helpers.bn_inference", description=_main.__doc__,
+                                     default_seeds=MNIST1D_SEEDS, table_name=MNIST1D_TABLE,
+                                     regenerate=regenerate_mnist1d)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -23,11 +23,8 @@ with replicas=1 and per_replica_batch = k·b, the function the notebook's sectio
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
-
-import numpy as np
 
 from .workbook import committed
 from .workbook.spread import Spread, binomial_se
@@ -122,27 +119,21 @@ def run_spreads(run: str, result: dict, table: dict, seed: int, n_test: int,
 def regenerate(out: str | Path | None = None, seeds: Sequence[int] = SEEDS, command: str = "") -> list[dict]:
     """Train every run of the table for `seeds`; write the CSV (replacing `out` only once every row is written)
     and its provenance file. Returns the rows."""
-    from tqdm.auto import tqdm
     from .data import load_digits
-    out = Path(out or table_path())
-    partial = out.with_name(out.name + ".partial")
-    data = load_digits()
-    started, rows, seconds = committed.utc_now(), [], {}
-    committed.start_table(partial, COLUMNS)
-    for seed in tqdm(list(seeds), desc="converged runs", unit="seed"):
-        for run in RUNS:
-            result = train_run(run, seed, data)
-            seconds[f"{seed}/{run}"] = round(result["seconds"], 1)
-            seed_rows = table_rows(run, seed, result)
-            committed.append_rows(partial, COLUMNS, seed_rows)
-            rows += seed_rows
-    os.replace(partial, out)
-    committed.write_provenance(out, committed.provenance(
-        command or "python -m helpers.converged_runs", started=started, finished=committed.utc_now(), rows=len(rows),
-        seeds=list(seeds), settings={k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
+    data, seconds = load_digits(), {}
+
+    def rows_of(unit):
+        seed, run = unit
+        result = train_run(run, seed, data)
+        seconds[f"{seed}/{run}"] = round(result["seconds"], 1)
+        return table_rows(run, seed, result)
+
+    return committed.write_table(
+        out or table_path(), COLUMNS, [(s, r) for s in seeds for r in RUNS], rows_of,
+        command=command or "python -m helpers.converged_runs", desc="converged runs", seeds=list(seeds),
+        settings={k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
         runs={r: list(v) for r, v in RUNS.items()}, trained_as="one device at the run's global batch (replicas × b)",
-        train_seconds=seconds))
-    return rows
+        train_seconds=seconds)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

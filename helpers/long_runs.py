@@ -1,14 +1,16 @@
 """Lesson 04's long runs as a committed table: data/long_runs.csv, one row per evaluated epoch.
 
-Section 3 of lesson 04 trains three networks for `long_epochs` epochs (clean labels; dropout + L2;
-noisy labels) and splits the reported gap into BN mode mismatch and overfitting every few epochs.
+Section 3 of lesson 04 trains six networks for `long_epochs` epochs (clean labels; dropout + L2; noisy
+labels, and on the same noisy labels the controls: GroupNorm, no normalization, BN + dropout + L2) and
+splits the reported gap into BN mode mismatch and overfitting every few epochs.
 That is most of the lesson's run time, so the default run reads the rows from the table and
 retrains only the first evaluated epochs of the clean run. A retrained row is one more sample of a
 chaotic run: it is judged by the committed seeds' spread (helpers.workbook.spread), not by the row of
 its own seed. The runs themselves are the lesson's own code: the table is made by executing the notebook.
 
     LongRuns(mode, settings)          the runs of one notebook run: committed, live or regenerate;
-                                      .spreads(run, row) judges one retrained row by the committed seeds
+                                      .spreads(run, row) judges one retrained row by the committed seeds,
+                                      .judge_trained(recomputed, ...) every row of the runs trained here
     read_table(path)                  {(settings, run): (rows, validation at end, after precise BN)}
     row_spreads(row, seeds_rows, n_train, n_val)   one evaluated epoch's five quantities, judged
     python -m helpers.long_runs [--seeds 0,1,2] [--out data/long_runs.csv]
@@ -29,6 +31,7 @@ import numpy as np
 from .workbook import committed
 from .workbook.committed import parse_seeds
 from .workbook.spread import Spread, binomial_se
+from .workbook.tables import Table
 
 TABLE = committed.DATA_DIR / "long_runs.csv"
 NOTEBOOK = "04_batchnorm_running_statistics"
@@ -131,6 +134,22 @@ class LongRuns:
         return [Spread(label, value, [e[k] for e in entries.values()], resolution=binomial_se(value, n_val),
                        same_seed=None if own is None else own[k])
                 for k, label, value in ((1, "validation at the end", at_end), (2, "after precise BN", precise))]
+
+    def judge_trained(self, recomputed, n_train: int, n_val: int) -> Table | None:
+        """Judge every evaluated epoch, and the end, of each run in `compared` by the committed seeds, adding them
+        quietly to `recomputed` (a helpers.workbook.spread.Recomputed); returns one summary row per run, or None
+        when no run was compared."""
+        if not self.compared:
+            return None
+        summary = []
+        for name in self.compared:
+            rows, at_end, precise = self.trained[name]
+            judged = [self.spreads(name, row, n_train, n_val) for row in rows] + [self.end_spreads(name, at_end, precise, n_val)]
+            for label, spreads in zip([f"{name}, epoch {row[0]:.0f}" for row in rows] + [f"{name}, end"], judged):
+                recomputed.add(label, spreads, show=False)
+            summary.append([name, len(judged), f"{sum(s.within for v in judged for s in v)} of {sum(len(v) for v in judged)}"])
+        return Table(["run trained now", "its rows", "quantities within the committed seeds' spread"], summary,
+                     title="Long runs trained here, each row judged by the committed seeds")
 
     def rows(self) -> list[dict]:
         out = []

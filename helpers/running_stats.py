@@ -104,37 +104,52 @@ def statistics_tracker(x_reference, *, every: int = 5, statistics: bool = True):
 # --- models for the regularization section ---------------------------------------------------
 
 def regularized_cnn(*, dropout: str = "none", rate: float = 0.5, l2: float = 0.0, momentum: float = 0.99,
-                    filters=(16, 32), dense: int = 64, name: str | None = None):
-    """helpers.models.small_cnn's architecture with optional dropout and L2.
+                    filters=(16, 32), dense: int = 64, norm: str = "batch", groups: int = 4, name: str | None = None):
+    """helpers.models.small_cnn's architecture with optional dropout and L2, and the normalization as an option.
 
     dropout: "none"; "before" = Dropout on the flattened features, i.e. before the
     Dense -> BN block (Li et al. 2019's disharmony); "after" = Dropout after the last
-    BN + ReLU, just before the classifier. l2: L2 factor on every kernel feeding a BN.
+    BN + ReLU, just before the classifier. l2: L2 factor on every kernel feeding a norm layer.
+    norm: "batch" (BatchNormalization, `momentum`), "group" (GroupNormalization with `groups`
+    groups, no batch statistics: the same in training and inference mode) or "none" (no
+    normalization; the convolutions and the dense layer then get a bias). The norm layers are
+    named norm0, norm1, norm_dense in every variant.
     Input (N, 8, 8, 1) -> probabilities (N, 10). Uncompiled.
     """
     import keras
     from keras import layers
     if dropout not in ("none", "before", "after"):
         raise ValueError(f"dropout must be 'none', 'before' or 'after', got {dropout!r}")
+    if norm not in ("batch", "group", "none"):
+        raise ValueError(f"norm must be 'batch', 'group' or 'none', got {norm!r}")
+    if norm == "group" and any(c % groups for c in (*filters, dense)):
+        raise ValueError(f"groups = {groups} must divide every layer's channels {(*filters, dense)}")
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
+
+    def normalize(h, layer_name):
+        if norm == "batch":
+            return layers.BatchNormalization(momentum=momentum, name=layer_name)(h)
+        if norm == "group":
+            return layers.GroupNormalization(groups=groups, name=layer_name)(h)
+        return h
+
     inputs = keras.Input(shape=(8, 8, 1))
     h = inputs
     for i, f in enumerate(filters):
-        h = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"conv{i}")(h)
-        h = layers.BatchNormalization(momentum=momentum, name=f"norm{i}")(h)
-        h = layers.ReLU()(h)
+        h = layers.Conv2D(f, 3, padding="same", use_bias=norm == "none", kernel_regularizer=reg, name=f"conv{i}")(h)
+        h = layers.ReLU()(normalize(h, f"norm{i}"))
         if i == 0:
             h = layers.MaxPooling2D(2)(h)
     h = layers.Flatten()(h)
     if dropout == "before":
         h = layers.Dropout(rate, name="dropout")(h)
-    h = layers.Dense(dense, use_bias=False, kernel_regularizer=reg, name="dense")(h)
-    h = layers.BatchNormalization(momentum=momentum, name="norm_dense")(h)
-    h = layers.ReLU()(h)
+    h = layers.Dense(dense, use_bias=norm == "none", kernel_regularizer=reg, name="dense")(h)
+    h = layers.ReLU()(normalize(h, "norm_dense"))
     if dropout == "after":
         h = layers.Dropout(rate, name="dropout")(h)
     outputs = layers.Dense(10, activation="softmax", name="classifier")(h)
-    return keras.Model(inputs, outputs, name=name or f"cnn_dropout_{dropout}_l2_{l2:g}")
+    suffix = "" if norm == "batch" else f"_{norm}norm"
+    return keras.Model(inputs, outputs, name=name or f"cnn_dropout_{dropout}_l2_{l2:g}{suffix}")
 
 
 def dropout_variance_shift(model, x, *, layer_name: str = "norm_dense", batch_size: int = 1024) -> dict:
@@ -307,3 +322,59 @@ def simulation_view(*, batch_size: int = 32, full_batches: int = 44, seed: int =
         return kept.error[-1], dropped.error[-1]
 
     return view
+
+
+def check_sizes(*, epochs: int, batch_size: int, train_size: int, long_epochs: int) -> None:
+    """Lesson 04's size parameters together: a smaller last batch must exist, and the steps of one short
+    run (≤ 2250: every run tracks the exact statistics every few steps) and of one long run (≤ 6000) are bounded."""
+    from .workbook.params import check_cost, check_relation
+    check_relation(train_size % batch_size != 0,
+                   f"parameter 'train_size' = {train_size} is a multiple of batch_size = {batch_size}: "
+                   "expected a size that leaves a smaller last batch (e.g. k·batch_size + 1)")
+    check_relation(train_size > batch_size,
+                   f"parameter 'train_size' = {train_size} must be larger than batch_size = {batch_size}")
+    steps = -(-train_size // batch_size)
+    check_cost(epochs * steps, 2250, {"epochs": epochs, "batch_size": batch_size, "train_size": train_size},
+               unit="training steps per run", what="each of the lesson's training runs")
+    check_cost(long_epochs * steps, 6000, {"long_epochs": long_epochs, "batch_size": batch_size, "train_size": train_size},
+               unit="training steps per long run", what="each of the long runs")
+
+
+def plot_lines(series: dict, *, finding: str, xlabel: str, ylabel: str, logx: bool = False, logy: bool = False,
+               vline: float | None = None, ax=None, width: float | None = None):
+    """One panel of lines: series {label: (x, y)} or {label: (x, y, format)}; `finding` titles the figure
+    (None when `ax` is given). Draws into `ax` and returns it, or shows a new figure and returns None.
+    Plotting plumbing for lesson 04's figures."""
+    import matplotlib.pyplot as plt
+    from .workbook.plotting import figure
+    show = ax is None
+    if show:
+        _, ax = figure(finding=finding, width=width)
+    for label, (x, y, *fmt) in series.items():
+        ax.plot(x, y, *fmt, label=label)
+    if logx:
+        ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    if vline is not None:
+        ax.axvline(vline, color="0.8", lw=1)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend()
+    if show:
+        plt.show()
+        return None
+    return ax
+
+
+def plot_bars(rows, columns: dict, *, finding: str, xlabel: str = "accuracy (fraction of images correct)") -> None:
+    """Horizontal grouped bars: one group per row (row[0] its label), one bar per {column index: legend name}."""
+    import matplotlib.pyplot as plt
+    from .workbook.plotting import figure
+    _, ax = figure(width=8, finding=finding)
+    ypos = np.arange(len(rows))
+    for k, (col, name) in enumerate(columns.items()):
+        ax.barh(ypos + (k - (len(columns) - 1) / 2) * 0.27, [r[col] for r in rows], height=0.25, label=name)
+    ax.set_yticks(ypos, [r[0] for r in rows])
+    ax.set(xlabel=xlabel, xlim=(0, 1.0))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(columns))
+    plt.show()

@@ -10,12 +10,18 @@ What the lesson measures, as plain functions with explicit arguments and seeds:
     keras_stored_variance(...)           what Keras 3 writes into moving_variance after one step
     accuracy_on_batches(...)             training-mode accuracy with the test set cut in i.i.d. or same-class batches
     Sweep                                trains a model builder (the notebook's) over norms x batch sizes x
-                                         batch orders, reusing one compiled model per normalization (fast)
+                                         batch orders, reusing one compiled model per normalization (fast);
+                                         Sweep.trained restores a run's weights as trained (before precise BN)
     sweep_table / remedies_table         the tables a learner compares
     committed_mnist1d_rows / _seeds      the MNIST-1D runs committed in data/mnist1d_runs.csv (one seed / all)
     row_spreads                          a retrained row judged by the committed seeds' spread
                                          `python -m helpers.small_batches` regenerates the table
                                          (regenerate_mnist1d, with the page's builder: page_builder)
+    committed_tiny_seeds / tiny_settings the all-conv variant and the headline rows over seeds in
+    headline_rows / allconv_table        data/tiny_batch_runs.csv (`python -m helpers.small_batches tiny`,
+                                         regenerate_tiny); tiny_sweep trains one of its rows again
+    mnist1d_results                      section 5's four MNIST-1D rows: committed, and the ones trained now judged
+    clipping_schedule(...)               a Keras callback that moves renorm's clipping bounds on a schedule
     estimator_panel(...)                 the widget function (live estimator + highlighted sweep row)
 
 Array shapes are given in each docstring. Importing this module has no side effects.
@@ -39,7 +45,8 @@ ORDER_LABELS = {"iid": "i.i.d.", "grouped": "correlated (same class)"}
 NORM_LABELS = {"batch": "BatchNorm", "group": "GroupNorm", "layer": "LayerNorm", "none": "no norm",
                "dense_ln": "BN in the convs, LayerNorm after the dense layer",
                "renorm": "Batch Renorm", "renorm_clipped": "Batch Renorm (clipped)",
-               "renorm_scheduled": "Batch Renorm (paper's schedule)"}
+               "renorm_scheduled": "Batch Renorm (paper's schedule)",
+               "allconv_batch": "all-conv, BatchNorm", "allconv_group": "all-conv, GroupNorm"}
 # Batch renormalization's final clipping in Ioffe 2017 (sec. 4.1): r in [1/3, 3], |d| <= 5.
 RENORM_CLIPPING = {"rmin": 1.0 / 3.0, "rmax": 3.0, "dmax": 5.0}
 
@@ -325,6 +332,7 @@ class Sweep:
     train_mode: bool = True                 # score every run in training mode as well
     results: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict, repr=False)
+    _trained: dict = field(default_factory=dict, repr=False)
 
     def _model(self, norm: str):
         if norm not in self._models:
@@ -341,6 +349,13 @@ class Sweep:
     def model(self, norm: str):
         """The model of `norm` as left by its latest run."""
         return self._model(norm)[0]
+
+    def trained(self, norm: str, order: str, batch_size: int):
+        """The model of `norm` with the weights and moving statistics a stored run ended its training with
+        (before precise BN): the shared model, overwritten by the next run of `norm`."""
+        model = self._model(norm)[0]
+        model.set_weights(self._trained[(norm, order, batch_size)])
+        return model
 
     def train(self, norm: str, order: str, batch_size: int, epochs: int | None = None):
         """Train from the initial state for `epochs` (default: the sweep's); return the trained
@@ -371,6 +386,8 @@ class Sweep:
         """
         epochs = epochs or self.epochs
         model, steps, seconds = self.train(norm, order, batch_size, epochs)
+        if epochs == self.epochs:
+            self._trained[(norm, order, batch_size)] = model.get_weights()
         xt, yt = self.x_test, self.y_test
         score = lambda: accuracy(model, xt, yt, compiled=True)  # noqa: E731  (one tf.function per model)
         res = RunResult(norm, order, batch_size, epochs, self.learning_rate, steps, seconds, score(),
@@ -491,6 +508,150 @@ def row_spreads(live: RunResult, rows_by_seed: dict, seed: int, n_test: int) -> 
     return out
 
 
+# ------------------------------- the tiny-batch table: all-conv variant and headline rows over seeds
+
+TINY_TABLE = "tiny_batch_runs.csv"           # under data/
+TINY_COLUMNS = ["seed", "dataset", "run_epochs", "learning_rate", "norm", "batch_size", "epochs", "steps",
+                "acc", "acc_precise", "train_seconds"]
+TINY_SEEDS = (0, 1, 2, 3, 4)
+TINY_DEFAULTS = {"run_epochs": 2, "learning_rate": 0.001}    # epochs of the batch-2 runs, on both data sets
+DATASETS = ("digits", "mnist1d")
+
+
+def tiny_settings(dataset: str, run_epochs: int = TINY_DEFAULTS["run_epochs"]) -> list[tuple[str, int, int]]:
+    """(norm, batch size, epochs) of the tiny-batch table for one data set: the all-conv model (no dense layer)
+    with BN at batch 2, 4 and 32 for `run_epochs`, BN at 32 with batch 2's steps (16x the epochs) and GroupNorm at 2;
+    on the digits also section 4's CNN at batch 2 with BN, dense LayerNorm, GroupNorm and LayerNorm (the headline;
+    MNIST-1D's are in data/mnist1d_runs.csv)."""
+    e = run_epochs
+    rows = [("allconv_batch", 2, e), ("allconv_batch", 4, e), ("allconv_batch", 32, e), ("allconv_batch", 32, 16 * e),
+            ("allconv_group", 2, e)]
+    if dataset == "digits":
+        rows += [("batch", 2, e), ("dense_ln", 2, e), ("group", 2, e), ("layer", 2, e)]
+    return rows
+
+
+def tiny_dataset(name: str):
+    """The data set of the tiny-batch table by name: helpers.data.load_digits or helpers.mnist1d.load_mnist1d."""
+    if name == "digits":
+        from .data import load_digits
+        return load_digits()
+    if name == "mnist1d":
+        from .mnist1d import load_mnist1d
+        return load_mnist1d()
+    raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+
+
+def tiny_sweep(build, dataset: str, seed: int, run_epochs: int = TINY_DEFAULTS["run_epochs"],
+               learning_rate: float = TINY_DEFAULTS["learning_rate"], data=None) -> Sweep:
+    """The Sweep that trains the tiny-batch table's rows of `dataset` with the page's `build(norm, seed, input_shape)`."""
+    data = data or tiny_dataset(dataset)
+    return Sweep(data.x_train, data.y_train, data.x_test, data.y_test, epochs=run_epochs, learning_rate=learning_rate,
+                 seed=seed, train_mode=False, build=lambda norm, s: build(norm, s, input_shape=data.x_train.shape[1:]))
+
+
+def tiny_row(res: RunResult, seed: int, dataset: str, run_epochs: int) -> dict:
+    """One RunResult as a row of the tiny-batch table (TINY_COLUMNS)."""
+    return {"seed": seed, "dataset": dataset, "run_epochs": run_epochs, "learning_rate": res.learning_rate,
+            "norm": res.norm, "batch_size": res.batch_size, "epochs": res.epochs, "steps": res.steps, "acc": res.acc,
+            "acc_precise": "" if res.acc_precise is None else res.acc_precise,
+            "train_seconds": round(res.train_seconds, 2)}
+
+
+def committed_tiny_seeds(path=None) -> dict:
+    """{(dataset, norm, batch size, epochs): {seed: row}} of the committed tiny-batch table."""
+    from .workbook.committed import DATA_DIR, read_csv_rows
+    out: dict = {}
+    for r in read_csv_rows(path or DATA_DIR / TINY_TABLE, keep_text=("dataset", "norm")):
+        out.setdefault((r["dataset"], r["norm"], int(r["batch_size"]), int(r["epochs"])), {})[int(r["seed"])] = r
+    return out
+
+
+def regenerate_tiny(out=None, seeds: Sequence[int] = TINY_SEEDS, command: str = "") -> list[dict]:
+    """Train every row of the tiny-batch table (the page's builder, TINY_DEFAULTS) on both data sets for `seeds`;
+    write the CSV and its provenance file. Returns the rows."""
+    from .workbook.committed import DATA_DIR, write_table
+    build = page_builder()
+    data = {name: tiny_dataset(name) for name in DATASETS}
+    epochs, lr = TINY_DEFAULTS["run_epochs"], TINY_DEFAULTS["learning_rate"]
+
+    def rows_of(unit):
+        seed, name = unit
+        sweep = tiny_sweep(build, name, seed, epochs, lr, data=data[name])
+        return [tiny_row(sweep.run(norm, "iid", b, epochs=e), seed, name, epochs)
+                for norm, b, e in tiny_settings(name, epochs)]
+
+    return write_table(out or DATA_DIR / TINY_TABLE, TINY_COLUMNS, [(s, n) for s in seeds for n in DATASETS], rows_of,
+                       command=command or "python -m helpers.small_batches tiny", desc="tiny-batch table",
+                       seeds=list(seeds), **TINY_DEFAULTS)
+
+
+def mnist1d_results(build, data, seed: int, mnist1d_epochs: int, learning_rate: float, mode: str = "committed",
+                    recomputed=None, names: dict | None = None):
+    """Lesson 02's four MNIST-1D rows (mnist1d_settings): the BN row at batch 2 trained now and the others read from
+    the committed table, or all four trained now (mode "live", or a seed or setting the table lacks). Each row trained
+    now that the table holds is one more sample: judged by the committed seeds' spread with recomputed.add.
+
+    Returns (sweep, {(norm, batch): RunResult}, {(norm, batch): RunResult trained now}, {(norm, batch): {seed: row}}).
+    """
+    from tqdm.auto import tqdm
+    sweep = mnist1d_sweep(build, data, seed, mnist1d_epochs, learning_rate)
+    settings = mnist1d_settings(mnist1d_epochs)
+    table = committed_mnist1d_seeds(mnist1d_epochs, learning_rate)
+    own = {k: rows[seed] for k, rows in table.items() if seed in rows}
+    todo = settings if mode == "live" or not own else settings[:1]
+    live = {(n, b): sweep.run(n, "iid", b, epochs=e) for n, b, e in tqdm(todo, desc="MNIST-1D runs", unit="run")}
+    results = {(n, b): live.get((n, b)) or result_from_row(own[(n, b)]) for n, b, _ in settings}
+    for (n, b), r in live.items():
+        if recomputed is not None and (n, b) in table:
+            recomputed.add(f"MNIST-1D, {(names or {}).get(n, n)} at batch {b}, seed {seed}",
+                           row_spreads(r, table[(n, b)], seed, len(data.y_test)))
+    return sweep, results, live, table
+
+
+def headline_rows(tiny: dict, mnist1d_table: dict, norms: Sequence[str] = ("batch", "dense_ln", "group", "layer"),
+                  run_epochs: int = TINY_DEFAULTS["run_epochs"]) -> dict:
+    """{(data set label, norm): {seed: row}}: section 4's CNN at i.i.d. batch 2 with identical steps, from the tiny-batch
+    table (digits) and the MNIST-1D table (the norms it holds)."""
+    out = {("digits", n): tiny[("digits", n, 2, run_epochs)] for n in norms if ("digits", n, 2, run_epochs) in tiny}
+    out.update({("MNIST-1D", n): mnist1d_table[(n, 2)] for n in norms if (n, 2) in mnist1d_table})
+    return out
+
+
+def allconv_table(tiny: dict, run_epochs: int = TINY_DEFAULTS["run_epochs"]) -> Table:
+    """The all-conv rows of the tiny-batch table: per setting and data set, test accuracy and (BN) precise-BN
+    accuracy as mean ± sd (min–max, seeds)."""
+    from .workbook.spread import spread_summary
+    label = {"digits": "digits", "mnist1d": "MNIST-1D"}
+    rows = []
+    for norm, b, e in tiny_settings("mnist1d", run_epochs):
+        row = ["BN" if norm == "allconv_batch" else "GroupNorm", b, e]
+        for d in DATASETS:
+            seeds = tiny[(d, norm, b, e)].values()
+            row += [spread_summary(r["acc"] for r in seeds),
+                    spread_summary(r["acc_precise"] for r in seeds) if norm == "allconv_batch" else ""]
+        rows.append(row)
+    seeds = min(len(v) for k, v in tiny.items() if k[1].startswith("allconv_"))
+    return Table(["all-conv model, i.i.d.", "batch", "epochs"] + [f"{label[d]}: {q}" for d in DATASETS
+                                                                  for q in ("test acc", "precise BN")],
+                 rows, title=f"All-convolutional CNN over {seeds} committed seeds (mean ± sd, min–max)")
+
+
+def clipping_schedule(variables: dict, schedule: Callable, total_steps: int):
+    """A Keras callback that sets each keras.Variable in `variables` ({"rmin", "rmax", "dmax"}) to
+    schedule(step, total_steps)[name] before each block of steps, the step read from the optimizer
+    (Sweep runs steps_per_execution steps per call, so per-batch callbacks fire once per block)."""
+    import keras
+
+    class ClippingSchedule(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            step = int(self.model.optimizer.iterations.numpy())
+            for k, v in schedule(step, total_steps).items():
+                variables[k].assign(float(v))
+
+    return ClippingSchedule()
+
+
 def page_builder(cell_id: str = "a02bldc"):
     """build(norm, seed, input_shape) as lesson 02 writes it on the page: the source of the notebook's builder
     cell, executed here, so the committed table and the tests train the lesson's own model."""
@@ -514,27 +675,18 @@ def mnist1d_sweep(build, data, seed: int, mnist1d_epochs: int, learning_rate: fl
 def regenerate_mnist1d(out=None, seeds: Sequence[int] = MNIST1D_SEEDS, command: str = "") -> list[dict]:
     """Train every row of the MNIST-1D table (the page's builder, the notebook's defaults) for `seeds`;
     write the CSV and its provenance file. Returns the rows."""
-    from tqdm.auto import tqdm
     from .mnist1d import load_mnist1d
-    from .workbook.committed import DATA_DIR, append_rows, provenance, start_table, utc_now, write_provenance
-    import os
-    from pathlib import Path
-    out = Path(out or DATA_DIR / MNIST1D_TABLE)
-    partial = out.with_name(out.name + ".partial")       # replaces `out` only once every row is written
+    from .workbook.committed import DATA_DIR, write_table
     build, data = page_builder(), load_mnist1d()
     epochs, lr = MNIST1D_DEFAULTS["mnist1d_epochs"], MNIST1D_DEFAULTS["learning_rate"]
-    started, rows = utc_now(), []
-    start_table(partial, MNIST1D_COLUMNS)
-    for seed in tqdm(list(seeds), desc="MNIST-1D table", unit="seed"):
+
+    def rows_of(seed):
         sweep = mnist1d_sweep(build, data, seed, epochs, lr)
-        seed_rows = [mnist1d_row(sweep.run(norm, "iid", b, epochs=e), seed, epochs)
-                     for norm, b, e in mnist1d_settings(epochs)]
-        append_rows(partial, MNIST1D_COLUMNS, seed_rows)
-        rows += seed_rows
-    os.replace(partial, out)
-    write_provenance(out, provenance(command or "python -m helpers.small_batches", started=started,
-                                     finished=utc_now(), rows=len(rows), seeds=list(seeds), **MNIST1D_DEFAULTS))
-    return rows
+        return [mnist1d_row(sweep.run(norm, "iid", b, epochs=e), seed, epochs) for norm, b, e in mnist1d_settings(epochs)]
+
+    return write_table(out or DATA_DIR / MNIST1D_TABLE, MNIST1D_COLUMNS, seeds, rows_of,
+                       command=command or "python -m helpers.small_batches", desc="MNIST-1D table",
+                       seeds=list(seeds), **MNIST1D_DEFAULTS)
 
 
 # ------------------------------------------------------------------- plots
@@ -698,8 +850,14 @@ def estimator_panel(values: np.ndarray, labels: np.ndarray, results: Sequence[Ru
 
 def _main(argv: Sequence[str] | None = None) -> int:
     """`python -m helpers.small_batches [--seeds 0,1,2] [--out data/mnist1d_runs.csv]`: regenerate lesson 02's
-    MNIST-1D table (see data/README.md)."""
+    MNIST-1D table; `python -m helpers.small_batches tiny [--seeds ...] [--out data/tiny_batch_runs.csv]`: its
+    tiny-batch table (all-conv variant and headline rows; see data/README.md)."""
+    import sys
     from .workbook.committed import regenerate_main
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tiny"]:
+        return regenerate_main(argv[1:], prog="helpers.small_batches tiny", description=_main.__doc__,
+                               default_seeds=TINY_SEEDS, table_name=TINY_TABLE, regenerate=regenerate_tiny)
     return regenerate_main(argv, prog="helpers.small_batches", description=_main.__doc__, default_seeds=MNIST1D_SEEDS,
                            table_name=MNIST1D_TABLE, regenerate=regenerate_mnist1d)
 

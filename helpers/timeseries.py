@@ -15,6 +15,9 @@ What matters for batch normalization:
     (instance normalization) throws the label away, while normalizing with
     population statistics keeps it.
 
+The best possible classifier thresholds the hidden level: bayes_accuracy() is its
+accuracy expected over draws, oracle_accuracy(data) its accuracy on one test set.
+
 Everything is drawn from one seeded NumPy generator; nothing is downloaded.
 """
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Windows:
     """x_*: float32 (N, window_length, channels); y_*: int32 (N,) in {0, 1}.
 
     offsets, gains: float64 (channels,) — each sensor's offset and scale.
+    level_test: the generator's hidden level of each test window (what the best possible
+    classifier would threshold; see oracle_accuracy).
     """
     x_train: np.ndarray
     y_train: np.ndarray
@@ -40,6 +45,7 @@ class Windows:
     y_test: np.ndarray
     offsets: np.ndarray
     gains: np.ndarray
+    level_test: np.ndarray | None = None   # float64 (N_test,): each test window's drawn vibration level a
 
     @property
     def window_length(self) -> int:
@@ -57,6 +63,16 @@ def sensor_windows(n_windows: int, window_length: int, channels: int, *, seed: i
 
     Returns (x, y, offsets, gains): x float32 (n_windows, window_length, channels),
     y int32 (n_windows,) with about half 1s, offsets/gains float64 (channels,).
+    See _draw for the model; it also returns each window's level.
+    """
+    x, y, offsets, gains, _ = _draw(n_windows, window_length, channels, seed=seed, fault_amplitude=fault_amplitude,
+                                    amplitude_spread=amplitude_spread)
+    return x, y, offsets, gains
+
+
+def _draw(n_windows: int, window_length: int, channels: int, *, seed: int, fault_amplitude: float,
+          amplitude_spread: float):
+    """sensor_windows' draw, plus each window's vibration level a (float64 (n_windows,)).
 
     Each channel c reads  offset_c + gain_c * a * (sin(2π f_c t + φ) + 0.5 · AR(1) noise),
     where the window's vibration level a is log-normal around 1 for normal
@@ -80,7 +96,7 @@ def sensor_windows(n_windows: int, window_length: int, channels: int, *, seed: i
     for i in range(1, window_length):
         noise[:, i] = 0.7 * noise[:, i - 1] + np.sqrt(1 - 0.49) * shocks[:, i]
     x = offsets + gains * level[:, None, None] * (tone + 0.5 * noise)
-    return x.astype(np.float32), y, offsets, gains
+    return x.astype(np.float32), y, offsets, gains, level
 
 
 def load_windows(n_windows: int = 2000, window_length: int = 140, channels: int = 6, *, seed: int,
@@ -89,9 +105,20 @@ def load_windows(n_windows: int = 2000, window_length: int = 140, channels: int 
 
     generator_kwargs (fault_amplitude, amplitude_spread) go to sensor_windows.
     """
-    x, y, offsets, gains = sensor_windows(n_windows, window_length, channels, seed=seed, **generator_kwargs)
+    kwargs = {"fault_amplitude": FAULT_AMPLITUDE, "amplitude_spread": AMPLITUDE_SPREAD, **generator_kwargs}
+    x, y, offsets, gains, level = _draw(n_windows, window_length, channels, seed=seed, **kwargs)
     n_test = max(1, int(round(n_windows * test_fraction)))
-    return Windows(x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:], offsets, gains)
+    return Windows(x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:], offsets, gains, level[-n_test:])
+
+
+def oracle_accuracy(data: Windows, fault_amplitude: float = FAULT_AMPLITUDE) -> float:
+    """The best possible classifier's accuracy on these very test windows: it knows each window's hidden
+    level a and answers "fault" above the geometric midpoint √fault_amplitude (the Bayes rule of
+    bayes_accuracy). Its expectation over draws is bayes_accuracy(); on one test set it varies like any
+    accuracy measured on N windows, so it is the fair, paired yardstick for a model scored on the same set."""
+    if data.level_test is None:
+        raise ValueError("these Windows carry no test levels: make them with load_windows")
+    return float(np.mean((data.level_test > np.sqrt(fault_amplitude)) == (data.y_test == 1)))
 
 
 def bayes_accuracy(fault_amplitude: float = FAULT_AMPLITUDE, amplitude_spread: float = AMPLITUDE_SPREAD) -> float:

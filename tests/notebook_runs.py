@@ -60,11 +60,16 @@ def _run_root(seed: int) -> Path:
     return build_dir() / "test-runs" / f"seed-{seed}"
 
 
-# parameters besides the seed for some runs: lesson 04's seed 2 retrains its committed long runs in full
-# and compares every row with data/long_runs.csv (its other runs retrain only the first row); lesson 06's
+# parameters besides the seed for some runs: lesson 03's seeds 1 and 2 retrain the MNIST-1D runs of
+# data/mnist1d_inference_03.csv that its default run does not (instance norm, no normalization); lesson 04's
+# seed 2 retrains its committed long runs in full (all six: clean, dropout + L2, noisy labels and its GroupNorm /
+# no-norm / regularized controls) and compares every row with data/long_runs.csv (its other runs retrain only the
+# first row); lesson 06's
 # seed 2 runs section 7's stretch at 100 quiet batches (another baseline row of data/remedies.csv than the
 # default 200) and retrains the focal row too
-RUN_PARAMETERS = {("04_batchnorm_running_statistics", 2): {"long_runs": "live"},
+RUN_PARAMETERS = {("03_batchnorm_train_vs_inference", 1): {"mnist1d_run": "instance_norm"},
+                  ("03_batchnorm_train_vs_inference", 2): {"mnist1d_run": "no_norm"},
+                  ("04_batchnorm_running_statistics", 2): {"long_runs": "live"},
                   ("06_imbalanced_timestep_labels", 2): {"quiet_batches": 100, "remedy_recheck": "focal"}}
 
 # The portability proof: the notebooks that read a committed table run seeds 1 and 2 under another machine's
@@ -72,8 +77,8 @@ RUN_PARAMETERS = {("04_batchnorm_running_statistics", 2): {"long_runs": "live"},
 # judged by a tolerance another CPU can meet. Seed 1: pinned to one core (TensorFlow picks other thread
 # counts) with oneDNN on. Seed 2: one ulp added to one initial weight of every model, and, on a CPU with
 # AVX-512, NumPy without its AVX-512 paths. Seed 0 (nbval) keeps the default arithmetic.
-TABLE_READERS = ("02_batchnorm_small_batches", "04_batchnorm_running_statistics", "05_multi_device_gradient_averaging",
-                 "06_imbalanced_timestep_labels")
+TABLE_READERS = ("02_batchnorm_small_batches", "03_batchnorm_train_vs_inference", "04_batchnorm_running_statistics",
+                 "05_multi_device_gradient_averaging", "06_imbalanced_timestep_labels")
 
 
 def has_avx512() -> bool:

@@ -94,6 +94,42 @@ def test_other_committed_mnist1d_rows_recompute(seed):
         assert all(s.within for s in spreads), f"seed {seed} {norm} b={b}: " + "; ".join(s.describe() for s in spreads)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_allconv_headline_and_effective_sample_size(findings, seed):
+    f = findings(STEM, seed)
+    # headline and all-conv numbers come from committed tables of at least 3 seeds
+    assert f["headline_seeds"] >= 3 and f["allconv_seeds"] >= 3
+    # the all-conv CNN (no dense BN): batch 4 at or above batch 32 at equal epochs, batch 2 far from a collapse
+    assert f["acc_precise_allconv_bn_iid_b4_mean"] >= f["acc_precise_allconv_bn_iid_b32_mean"]
+    assert f["acc_allconv_bn_iid_b4_mean"] >= f["acc_allconv_bn_iid_b32_mean"]
+    assert f["acc_allconv_bn_iid_b2_mean"] - f["acc_bn_iid_b2_mnist1d"] >= 0.25
+    # the deepest conv BN's batch mean is worth fewer independent values than batch x positions on MNIST-1D
+    assert 0 < f["n_eff_over_count_deepest_bn"] < 1 and f["n_eff_over_count_deepest_bn_digits"] > 1
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_same_class_weights_fail_under_their_own_training_conditions(findings, seed):
+    f = findings(STEM, seed)
+    assert f["acc_training_mode_same_class_test_batches"] <= f["acc_gn_correlated_b2"] - 0.30
+
+
+# the notebook retrains the all-conv MNIST-1D row at batch 4 and this seed's digits headline rows; these retrain
+# other rows of data/tiny_batch_runs.csv with the page's builder: (dataset, norm, batch size, epochs)
+OTHER_TINY_ROWS = {1: [("mnist1d", "allconv_batch", 2, 2)],
+                   2: [("digits", "allconv_batch", 32, 32), ("mnist1d", "allconv_group", 2, 2)]}
+
+
+@pytest.mark.parametrize("seed", sorted(OTHER_TINY_ROWS))
+def test_other_committed_tiny_batch_rows_recompute(seed):
+    from helpers import small_batches as sb
+    committed, build = sb.committed_tiny_seeds(), sb.page_builder()
+    for dataset, norm, b, epochs in OTHER_TINY_ROWS[seed]:
+        data = sb.tiny_dataset(dataset)
+        live = sb.tiny_sweep(build, dataset, seed, data=data).run(norm, "iid", b, epochs=epochs)
+        spreads = sb.row_spreads(live, committed[(dataset, norm, b, epochs)], seed, len(data.y_test))
+        assert all(s.within for s in spreads), f"seed {seed} {dataset} {norm} b={b}: " + "; ".join(s.describe() for s in spreads)
+
+
 @pytest.mark.parametrize("bad", [
     {"epochs": 0},
     {"epochs": 11},

@@ -40,13 +40,34 @@ def test_the_accepted_answer_loses_to_inference_mode(findings, seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_moving_average_fragility_and_its_fixes(findings, seed):
+def test_default_momentum_plus_precise_bn_is_as_good_as_the_data_allows(findings, seed):
     f = findings(STEM, seed)
-    assert f["bn_momentum_099_acc_after_5_epochs"] <= 0.65
-    assert f["training_mode_acc_after_5_epochs"] >= f["bn_momentum_099_acc_after_5_epochs"] + 0.15
-    assert f["bn_momentum_09_acc_final"] >= 0.85
+    low, high = f["acc_deployed_interval_95"]
+    assert low <= f["bn_momentum_099_acc_precise_bn"] <= high
+    assert f["oracle_acc_same_windows"] >= low                                   # no model beats the oracle beyond noise
+    assert f["oracle_acc_same_windows"] - f["bn_momentum_099_acc_precise_bn"] <= 0.03
     assert f["bn_momentum_099_acc_precise_bn"] >= 0.85
     assert f["fit_logged_acc_momentum_099_epoch5"] - f["evaluate_acc_momentum_099_epoch5"] >= 0.2
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mnist1d_label_in_the_shape(findings, seed):
+    """The committed MNIST-1D runs: a BN network run as instance norm falls to chance although a network
+    trained with instance norm matches BN; this seed's live run lies within the committed seeds' spread."""
+    f = findings(STEM, seed)
+    assert f["mnist1d_seeds"] >= 3
+    assert f["acc_mnist1d_inference_mode"] >= 0.9
+    assert f["acc_mnist1d_instance_norm"] <= 0.2 and f["acc_mnist1d_training_mode_batch1"] <= 0.2
+    assert f["acc_mnist1d_trained_instance_norm"] >= f["acc_mnist1d_inference_mode"] - 0.05
+    assert f["acc_mnist1d_bn_removed"] < f["acc_mnist1d_inference_mode"]
+    assert f["committed_rows_recomputed"] == 1 and f["committed_rows_within_spread"] is True
+    assert f["mnist1d_live_row"]["seed"] == seed
+
+
+def test_the_runs_retrain_every_committed_mnist1d_run(findings):
+    """Seed 0 retrains the BN run; the tests' other seeds retrain the other two (RUN_PARAMETERS)."""
+    from helpers.bn_inference import MNIST1D_RUNS
+    assert {findings(STEM, seed)["mnist1d_live_row"]["run"] for seed in SEEDS} == set(MNIST1D_RUNS)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -60,9 +81,9 @@ def test_deployment_and_keras_semantics(findings, seed):
     assert f["frozen_bn_moving_statistics_change"] == 0.0
     assert f["subclassed_propagated_batch_diff"] <= 1e-5
     assert f["subclassed_propagated_training_batch_diff"] >= 0.1
-    assert f["bn_dense_variance_error_after_training_mode_stream"] >= 0.85
+    assert f["bn_dense_variance_ratio_after_training_mode_stream"] == pytest.approx(0.99 ** 200, abs=1e-3)
     assert (f["confident_share_after_training_mode_stream"]
-            >= f["confident_share_before_training_mode_stream"] + 0.4)
+            >= f["confident_share_before_training_mode_stream"] + 0.2)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -82,8 +103,9 @@ def test_adabn_recovers_from_sensor_drift(findings, seed):
     {"train_batch_size": 512, "n_windows": 500},
     {"n_windows": 20_000, "epochs": 50},
     {"train_batch_size": 2, "epochs": 50},
+    {"mnist1d_run": "batch"},
 ], ids=["zero", "negative", "string", "nan", "too-short", "list", "batch-over-train-size",
-        "too-costly-readings", "too-costly-steps"])
+        "too-costly-readings", "too-costly-steps", "unknown-mnist1d-run"])
 def test_bad_parameters_fail_in_setup(rejected, parameters):
     message = rejected(STEM, parameters)
     name, value = next(iter(parameters.items()))

@@ -3,6 +3,7 @@
     read_csv_rows(path, keep_text=())      rows with numbers parsed
     start_table(path, columns)             a new CSV holding only the header
     append_rows(path, columns, rows)       append rows to it
+    write_table(out, columns, units, ...)  a whole regeneration: rows per unit, `out` replaced at the end, provenance
     provenance(command, ...)               command, versions, date and machine of a regeneration
     machine_description()                  the CPU (model, vector extensions), oneDNN, threads and device
     write_provenance(csv_path, info)       <table>.provenance.json next to the CSV
@@ -109,6 +110,26 @@ def append_rows(path: str | Path, columns: list[str], rows: list[dict]) -> None:
         writer = csv.DictWriter(fh, columns)
         for row in rows:
             writer.writerow(row)
+
+
+def write_table(out: str | Path, columns: list[str], units, rows_of, *, command: str, desc: str = "table",
+                **info) -> list[dict]:
+    """One regeneration of a committed table: the rows `rows_of(unit)` returns for each of `units` (seeds, or
+    (seed, run) pairs) are appended to `<out>.partial` as they come, so a stopped run keeps what it did; `out` is
+    replaced only once every row is written, then its provenance file (provenance(command, **info)). Returns
+    the rows."""
+    from tqdm.auto import tqdm
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    started, rows = utc_now(), []
+    start_table(partial, columns)
+    for unit in tqdm(list(units), desc=desc):
+        unit_rows = list(rows_of(unit))
+        append_rows(partial, columns, unit_rows)
+        rows += unit_rows
+    os.replace(partial, out)
+    write_provenance(out, provenance(command, started=started, finished=utc_now(), rows=len(rows), **info))
+    return rows
 
 
 def provenance(command: str, *, started: datetime, finished: datetime, rows: int, **extra) -> dict:

@@ -219,3 +219,64 @@ def test_interleaved_stream_latency(trained, windows):
                                         windows.x_test[:6], warmup=1)
     assert set(out) == {"a", "b"} and out["a"]["seconds"].shape == (6,)
     assert np.max(np.abs(out["a"]["probabilities"] - out["b"]["probabilities"])) <= 1e-4
+
+
+# ---------------------------------------------------------------- an accuracy is a sample; the oracle
+def test_accuracy_interval_is_wilsons_and_stays_in_bounds():
+    low, high = bi.accuracy_interval(0.98, 400)
+    assert low == pytest.approx(0.9610, abs=1e-4) and high == pytest.approx(0.9898, abs=1e-4)
+    assert bi.accuracy_interval(1.0, 400)[1] == 1.0 and bi.accuracy_interval(1.0, 400)[0] < 1.0
+    assert bi.accuracy_interval(0.0, 10)[0] == 0.0
+    wide, narrow = bi.accuracy_interval(0.9, 100), bi.accuracy_interval(0.9, 10_000)
+    assert wide[1] - wide[0] > 5 * (narrow[1] - narrow[0])
+    with pytest.raises(ValueError):
+        bi.accuracy_interval(1.2, 10)
+
+
+def test_oracle_thresholds_the_hidden_level():
+    from helpers.timeseries import oracle_accuracy
+    data = load_windows(4000, 16, 1, seed=5)
+    assert data.level_test.shape == data.y_test.shape
+    assert abs(oracle_accuracy(data) - bayes_accuracy()) < 0.03      # 800 windows: ~0.7 % standard error
+    assert oracle_accuracy(data, fault_amplitude=1.0) < 0.8           # a threshold at 1 misreads half the normal windows
+    # the level drawn is the one the windows carry: the oracle on the same generator without the test split agrees
+    x, y, *_ = sensor_windows(4000, 16, 1, seed=5)
+    assert np.array_equal(x[-800:], data.x_test) and np.array_equal(y[-800:], data.y_test)
+
+
+# ---------------------------------------------------------------- MNIST-1D table
+TINY = {**bi.MNIST1D_SETTINGS, "epochs": 3, "filters": (4, 4, 4), "dense": 4, "batch_size": 64}
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist1d():
+    from helpers.data import Digits
+    from helpers.mnist1d import load_mnist1d
+    d = load_mnist1d()
+    return Digits(d.x_train[:256], d.y_train[:256], d.x_test[:64], d.y_test[:64])
+
+
+def test_model_norms_and_classes():
+    for norm, kinds in (("batch", {"BatchNormalization"}), ("none", set()), ("instance", {"GroupNormalization"})):
+        model = bi.conv1d_bn_model(40, 1, classes=10, norm=norm)
+        found = {type(l).__name__ for l in model.layers} & {"BatchNormalization", "GroupNormalization"}
+        assert found == kinds and model.output_shape == (None, 10)
+    with pytest.raises(ValueError, match="norm"):
+        bi.conv1d_bn_model(40, 1, norm="layer")
+
+
+def test_mnist1d_row_regenerate_and_spreads(tiny_mnist1d, tmp_path):
+    rows = bi.regenerate_mnist1d(tmp_path / "t.csv", seeds=[0, 1], settings=TINY, data=tiny_mnist1d)
+    assert len(rows) == 2 * len(bi.MNIST1D_RUNS) and (tmp_path / "t.provenance.json").exists()
+    table = bi.read_mnist1d_table(tmp_path / "t.csv")
+    bn0 = table[0, "bn"]
+    assert 0 <= bn0["acc_instance_norm_batch1"] <= 1 and table[0, "no_norm"]["acc_training_batch1"] == ""
+    assert bn0["steps"] == 3 * 4
+    # the same seed retrained gives a row within the committed spread (here: exactly the same run)
+    again = bi.mnist1d_row("bn", 0, tiny_mnist1d, TINY, progress=False)
+    spreads = bi.mnist1d_spreads(again, table, 0, len(tiny_mnist1d.y_test))
+    assert [s.quantity.split(": ")[1] for s in spreads] == list(bi.MNIST1D_ACCURACIES)
+    assert all(s.within for s in spreads)
+    assert len(bi.mnist1d_spreads(table[1, "no_norm"], table, 1, 64)) == 2      # inference and two thirds only
+    with pytest.raises(ValueError, match="run"):
+        bi.train_mnist1d("layer_norm", 0, tiny_mnist1d, TINY)

@@ -11,7 +11,7 @@ from helpers.workbook.notebooks import declared_parameters, notebook_path
 
 DEFAULTS = declared_parameters(notebook_path(lr.NOTEBOOK))
 SETTINGS = {k: (v if k != "seed" else 0) for k, v in DEFAULTS.items() if k in lr.SETTINGS}
-RUNS = ("plain", "dropout_l2", "noisy_labels")
+RUNS = ("plain", "dropout_l2", "noisy_labels", "noisy_groupnorm", "noisy_nonorm", "noisy_regularized")
 
 
 def test_the_committed_table_holds_every_run_of_seeds_0_1_2_at_the_notebook_defaults():
@@ -27,6 +27,8 @@ def test_the_committed_table_holds_every_run_of_seeds_0_1_2_at_the_notebook_defa
             assert np.all(np.abs(mode) <= 1) and np.all(np.abs(overfit) <= 1)
             assert 0 < at_end <= 1 and 0 < precise <= 1
             assert abs(val[-1] - at_end) <= 1e-9      # the last evaluated validation accuracy is the one at the end
+            if run in ("noisy_groupnorm", "noisy_nonorm"):   # no batch statistics: both modes alike, precise BN a no-op
+                assert np.all(mode == 0) and at_end == precise
 
 
 def test_the_provenance_names_the_command_and_its_machine():
@@ -34,7 +36,7 @@ def test_the_provenance_names_the_command_and_its_machine():
     assert info["command"].startswith("python -m helpers.long_runs")
     assert info["seeds"] == [0, 1, 2] and info["notebook"] == lr.NOTEBOOK
     rows = sum(1 for _ in open(lr.TABLE)) - 1
-    assert info["rows"] == rows == 3 * 3 * len([e for e in range(1, 31) if e % 3 == 0])
+    assert info["rows"] == rows == len(RUNS) * 3 * len([e for e in range(1, 31) if e % 3 == 0])
     assert {"tensorflow", "keras", "numpy", "machine", "cpu_count", "started_utc", "finished_utc"} <= set(info)
 
 
@@ -109,3 +111,23 @@ def test_a_retrained_row_is_judged_by_the_committed_seeds_at_its_epoch():
     assert bad["validation"] is False and bad["fit accuracy"] is True
     with pytest.raises(ValueError, match="other epochs"):
         lr.row_spreads(first[1], [seeds_rows[0][0][1]], 1409, 359)
+
+
+def test_judge_trained_judges_every_row_and_the_end_of_each_compared_run(tmp_path):
+    from helpers.workbook.spread import Recomputed
+    settings = {**SETTINGS, "seed": 5}
+    writer = lr.LongRuns("regenerate", settings, path=tmp_path / "none.csv")
+    writer.get("plain", _fake(0.0)[0])
+    table = writer.save(tmp_path / "t.csv")
+    live = lr.LongRuns("live", settings, path=table)
+    found = {}
+    assert live.judge_trained(Recomputed(record=found.__setitem__), 1409, 359) is None   # nothing trained yet
+    live.get("plain", _fake(0.0)[0])
+    recomputed = Recomputed(record=found.__setitem__)
+    summary = live.judge_trained(recomputed, 1409, 359)
+    assert list(recomputed.rows) == ["plain, epoch 3", "plain, epoch 6", "plain, end"] and recomputed.within
+    assert summary.rows == [["plain", 3, "12 of 12"]]        # 5 quantities per epoch, 2 at the end
+    assert found == {"committed_rows_recomputed": 3, "committed_rows_within_spread": True}
+    far = lr.LongRuns("live", settings, path=table)
+    far.get("plain", _fake(0.3)[0])                          # far outside one committed seed's values
+    assert far.judge_trained(Recomputed(record=found.__setitem__), 1409, 359).rows[0][2] != "12 of 12"

@@ -97,3 +97,25 @@ def test_provenance_carries_the_machine_description():
             "numpy", "env", "extra_field"} <= set(info)
     assert info["wall_seconds"] == 3.0 and info["rows"] == 7
     json.dumps(info)                        # writable as it is
+
+
+def test_write_table_replaces_the_table_only_once_every_row_is_written(tmp_path):
+    out = tmp_path / "t.csv"
+    out.write_text("old\n")
+    rows = committed.write_table(out, ["seed", "x"], [0, 1], lambda s: [{"seed": s, "x": 10 * s}],
+                                 command="python -m example", seeds=[0, 1])
+    assert [r["x"] for r in rows] == [0, 10]
+    assert [(r["seed"], r["x"]) for r in committed.read_csv_rows(out)] == [(0, 0), (1, 10)]
+    info = json.loads(committed.provenance_path(out).read_text())
+    assert info["command"] == "python -m example" and info["rows"] == 2 and info["seeds"] == [0, 1]
+    assert not out.with_name("t.csv.partial").exists()
+
+    def fails_on_the_second(seed):
+        if seed == 1:
+            raise RuntimeError("stopped")
+        return [{"seed": seed, "x": 5}]
+
+    with pytest.raises(RuntimeError):
+        committed.write_table(out, ["seed", "x"], [0, 1], fails_on_the_second, command="c")
+    assert [(r["seed"], r["x"]) for r in committed.read_csv_rows(out)] == [(0, 0), (1, 10)]   # untouched
+    assert committed.read_csv_rows(out.with_name("t.csv.partial")) == [{"seed": 0, "x": 5}]   # what was done

@@ -148,6 +148,49 @@ def test_regularized_cnn_options():
     assert len(model.losses) == 3  # one L2 term per kernel feeding a BN layer
 
 
+def test_regularized_cnn_norm_variants():
+    import keras
+    with pytest.raises(ValueError, match="norm"):
+        rs.regularized_cnn(norm="layer")
+    with pytest.raises(ValueError, match="groups"):
+        rs.regularized_cnn(norm="group", groups=3, filters=(4, 8), dense=8)
+    x = np.random.default_rng(0).normal(size=(6, 8, 8, 1)).astype("float32")
+    kinds = {}
+    for norm in ("batch", "group", "none"):
+        model = rs.regularized_cnn(norm=norm, filters=(4, 8), dense=8)
+        kinds[norm] = {type(l).__name__ for l in model.layers}
+        if norm != "batch":   # no batch statistics: training and inference mode give the same outputs
+            np.testing.assert_array_equal(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
+        biases = [model.get_layer(n).use_bias for n in ("conv0", "conv1", "dense")]
+        assert biases == [norm == "none"] * 3     # without a norm layer the layers need their own bias
+    assert "BatchNormalization" in kinds["batch"] and "GroupNormalization" not in kinds["batch"]
+    assert "GroupNormalization" in kinds["group"] and "BatchNormalization" not in kinds["group"]
+    assert not kinds["none"] & {"BatchNormalization", "GroupNormalization"}
+    assert isinstance(rs.regularized_cnn(norm="group", filters=(4, 8), dense=8).get_layer("norm_dense"),
+                      keras.layers.GroupNormalization)
+
+
+def test_check_sizes_refuses_what_the_lesson_cannot_use():
+    from helpers.workbook.params import ParameterError
+    rs.check_sizes(epochs=3, batch_size=32, train_size=1409, long_epochs=30)
+    for bad, word in [(dict(train_size=1408), "multiple"), (dict(train_size=20), "larger"),
+                      (dict(epochs=50, batch_size=2, train_size=1401), "epochs"),
+                      (dict(long_epochs=60, batch_size=8, train_size=1401), "long_epochs")]:
+        with pytest.raises(ParameterError, match=word):
+            rs.check_sizes(**{**dict(epochs=3, batch_size=32, train_size=1409, long_epochs=30), **bad})
+
+
+def test_plot_lines_draws_one_line_per_series():
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers.workbook.plotting import figure
+    _, ax = figure()
+    out = rs.plot_lines({"a": ([1, 2], [3, 4]), "b": ([1, 2], [1, 1], "k:")}, finding=None, ax=ax,
+                        xlabel="x", ylabel="y", logy=True, vline=1.5)
+    assert out is ax and [l.get_label() for l in ax.get_lines()][:2] == ["a", "b"] and ax.get_yscale() == "log"
+    assert rs.plot_lines({"a": ([1, 2], [3, 4])}, finding="shown", xlabel="x", ylabel="y") is None
+
+
 def test_kernel_norm_is_the_norm_of_the_bn_kernels():
     model = rs.regularized_cnn(filters=(4, 8), dense=8)
     parts = [np.asarray(model.get_layer(n).kernel).ravel() for n in ("conv0", "conv1", "dense")]

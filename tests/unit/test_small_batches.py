@@ -257,3 +257,82 @@ def test_the_regenerate_command_refuses_bad_seeds(seeds, capsys):
     with pytest.raises(SystemExit) as exc:
         sb._main(["--seeds", seeds])
     assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
+
+
+def test_committed_tiny_batch_table_is_complete_with_provenance():
+    import json
+    from helpers.workbook.committed import DATA_DIR, provenance_path, read_csv_rows
+    rows = read_csv_rows(DATA_DIR / sb.TINY_TABLE, keep_text=("dataset", "norm"))
+    table = sb.committed_tiny_seeds()
+    e = sb.TINY_DEFAULTS["run_epochs"]
+    for dataset in sb.DATASETS:
+        for norm, b, epochs in sb.tiny_settings(dataset):
+            assert sorted(table[(dataset, norm, b, epochs)]) == list(sb.TINY_SEEDS)
+        steps = {(n, b, ep): {r["steps"] * r["epochs"] for r in table[(dataset, n, b, ep)].values()}
+                 for n, b, ep in sb.tiny_settings(dataset)}
+        (long,), (pairs,) = steps[("allconv_batch", 32, 16 * e)], steps[("allconv_batch", 2, e)]
+        assert abs(long - pairs) <= 0.03 * pairs    # equal steps, up to the partial batches dropped (1,408 vs 1,438)
+    assert len(rows) == len(sb.TINY_SEEDS) * sum(len(sb.tiny_settings(d)) for d in sb.DATASETS)
+    assert all(0.0 <= r["acc"] <= 1.0 for r in rows)
+    assert all((r["acc_precise"] == "") == (r["norm"] in ("allconv_group", "group", "layer")) for r in rows)
+    info = json.loads(provenance_path(DATA_DIR / sb.TINY_TABLE).read_text())
+    assert info["command"].startswith("python -m helpers.small_batches tiny") and info["rows"] == len(rows)
+    assert {"tensorflow", "keras", "started_utc", "machine"} <= set(info)
+
+
+def test_tiny_settings_and_headline_rows():
+    assert [s for s in sb.tiny_settings("digits") if not s[0].startswith("allconv")] == [
+        ("batch", 2, 2), ("dense_ln", 2, 2), ("group", 2, 2), ("layer", 2, 2)]
+    assert all(n.startswith("allconv_") for n, _, _ in sb.tiny_settings("mnist1d"))
+    with pytest.raises(ValueError, match="dataset"):
+        sb.tiny_dataset("cifar")
+    tiny = sb.committed_tiny_seeds()
+    m1d = sb.committed_mnist1d_seeds(sb.MNIST1D_DEFAULTS["mnist1d_epochs"], sb.MNIST1D_DEFAULTS["learning_rate"])
+    headline = sb.headline_rows(tiny, m1d)
+    assert set(headline) == {("digits", n) for n in ("batch", "dense_ln", "group", "layer")} | {
+        ("MNIST-1D", n) for n in ("batch", "dense_ln", "group")}
+    table = sb.allconv_table(tiny)
+    assert len(table) == len(sb.tiny_settings("mnist1d")) and "seeds" in table.title
+
+
+def test_page_builder_makes_the_all_convolutional_variant():
+    build = sb.page_builder()
+    model = build("allconv_batch", 0, input_shape=(40, 1))
+    kinds = [type(l).__name__ for l in model.layers]
+    assert kinds.count("BatchNormalization") == 3 and "GlobalAveragePooling1D" in kinds
+    assert [l.name for l in model.layers if type(l).__name__ == "Dense"] == ["classifier"]   # no dense BN
+    assert sb.bn_sample_counts(model, 2) == [80, 40, 40]
+
+
+def test_sweep_trained_restores_a_runs_weights_before_precise_bn(digits):
+    n = 128
+    sweep = sb.Sweep(digits.x_train[:n], digits.y_train[:n], digits.x_test[:32], digits.y_test[:32],
+                     epochs=1, learning_rate=1e-3, seed=0, train_mode=False)
+    sweep.run("batch", "iid", 16)
+    model = sweep.model("batch")
+    precise_var = np.asarray(sb.bn_layers(model)[0].moving_variance).copy()    # after precise BN
+    first = sweep._trained[("batch", "iid", 16)]
+    sweep.run("batch", "iid", 32)
+    restored = sweep.trained("batch", "iid", 16)
+    for a, b in zip(restored.get_weights(), first):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(np.asarray(sb.bn_layers(restored)[0].moving_variance), precise_var)   # as trained
+
+
+def test_clipping_schedule_sets_the_variables():
+    import keras
+
+    class Model:
+        optimizer = type("Opt", (), {"iterations": keras.Variable(7)})()
+    bounds = {k: keras.Variable(0.0) for k in ("rmin", "rmax", "dmax")}
+    callback = sb.clipping_schedule(bounds, lambda step, total: {"rmin": step, "rmax": total, "dmax": 1.5}, 100)
+    callback.set_model(Model())
+    callback.on_train_batch_begin(0)
+    assert [float(bounds[k].numpy()) for k in ("rmin", "rmax", "dmax")] == [7.0, 100.0, 1.5]
+
+
+@pytest.mark.parametrize("seeds", ["a,b", "-1"])
+def test_the_tiny_table_command_refuses_bad_seeds(seeds, capsys):
+    with pytest.raises(SystemExit) as exc:
+        sb._main(["tiny", "--seeds", seeds])
+    assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
