@@ -363,14 +363,10 @@ def batched_ms_per_window(model, windows: np.ndarray, *, batch_size: int = 256, 
 
 # ----------------------------------------------------------------------------- an accuracy is a sample
 def accuracy_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of an accuracy p measured on n examples (95 % for z = 1.96):
-    where the accuracy over all data of the same kind lies, given this one test set. Unlike p ± z·se
-    it stays inside [0, 1] and does not collapse at p = 0 or 1."""
-    if n < 1 or not 0 <= p <= 1:
-        raise ValueError(f"need n >= 1 and 0 <= p <= 1, got p={p}, n={n}")
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    """The Wilson score interval of an accuracy p measured on n examples (95 % for z = 1.96): where the
+    accuracy over all data of the same kind lies, given this one test set (helpers.workbook.spread.wilson_interval)."""
+    from .workbook.spread import wilson_interval
+    return wilson_interval(p, n, z)
 
 
 # ----------------------------------------------------------------------------- widget

@@ -11,8 +11,6 @@ same rule for the sweeps, unit-tested against it.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 MIN_POINTS = 3  # fewer previous points than this give no reference
@@ -55,11 +53,6 @@ def flag_spikes(values: np.ndarray, *, window: int = 10, ratio: float = 3.0,
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial fraction successes/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    """95% Wilson score interval for a binomial fraction successes/n ((0, 1) when n = 0)."""
+    from ..workbook.spread import wilson_interval as interval
+    return (0.0, 1.0) if n == 0 else interval(successes / n, n, z)

@@ -18,6 +18,7 @@ recomputation evidence, not the match.
     Spread(quantity, live, committed_values, resolution=..., same_seed=...)  one quantity judged
     column_spreads(live, rows, columns, seed=...)                          a recomputed row's columns
     binomial_se(p, n)                                                      an accuracy's resolution
+    wilson_interval(p, n)                                                  a fraction's 95 % Wilson interval
     Recomputed()            the notebook's rows recomputed live: .add(row, spreads) shows the
                             judgement as a table, records `committed_rows_recomputed` and
                             `committed_rows_within_spread`, and returns whether the row is within
@@ -38,6 +39,17 @@ def binomial_se(p: float, n: int) -> float:
     half an example away from 0 and 1, so a perfect score still has a resolution."""
     p = min(max(float(p), 0.5 / n), 1 - 0.5 / n)
     return math.sqrt(p * (1 - p) / n)
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a fraction p measured on n examples (95 % for z = 1.96): where the
+    fraction over all data of the same kind lies, given this one sample. Unlike p ± z·se it stays inside
+    [0, 1] and does not collapse at p = 0 or 1."""
+    if n < 1 or not 0 <= p <= 1:
+        raise ValueError(f"need n >= 1 and 0 <= p <= 1, got p={p}, n={n}")
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

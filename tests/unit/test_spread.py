@@ -56,3 +56,12 @@ def test_column_spreads_judge_each_column_and_show_the_own_seed():
     assert column_spreads({"a": 1.1}, rows, ["a"], seed=5)[0].same_seed is None
     with pytest.raises(ValueError):
         column_spreads({"a": 1.0}, [], ["a"])
+
+
+def test_wilson_interval_matches_the_textbook_case_and_stays_in_the_unit_interval():
+    from helpers.workbook.spread import wilson_interval
+    low, high = wilson_interval(0.5, 100)          # centre 0.5, half-width 1.96·√(0.25/100 + 1.96²/40000)/(1 + 1.96²/100)
+    assert abs(low - 0.4038) < 1e-4 and abs(high - 0.5962) < 1e-4
+    assert wilson_interval(0.0, 50)[0] == 0.0 and 0 < wilson_interval(0.0, 50)[1] < 0.1
+    with pytest.raises(ValueError):
+        wilson_interval(0.5, 0)
