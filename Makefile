@@ -23,10 +23,9 @@ ARGS ?=
 run: $(STAMP)
 	$(PY) -m helpers.workbook.run_all $(ARGS)
 
-# Regenerate the committed data with provenance: lesson 07's example (data/examples/), lesson 02's
+# Regenerate the committed data with provenance: lesson 08's example (data/examples/), lesson 02's
 # data/mnist1d_runs.csv and data/tiny_batch_runs.csv, lesson 03's data/mnist1d_inference_03.csv, lesson 04's data/long_runs.csv, lesson 05's
-# data/converged_05.csv, then lesson 06's data/spike_map.csv, data/asker_regime.csv, data/asker_checkpoints/ and
-# data/remedies.csv.
+# data/converged_05.csv, then lesson 07's per-step logs and snapshots, data/spike_runs/.
 data: $(STAMP)
 	$(PY) -m helpers.examples
 	$(PY) -m helpers.small_batches
@@ -34,7 +33,7 @@ data: $(STAMP)
 	$(PY) -m helpers.bn_inference
 	$(PY) -m helpers.long_runs
 	$(PY) -m helpers.converged_runs
-	$(PY) -m helpers.spikes.regenerate
+	$(PY) -m helpers.spikes.asker_state
 
 test: $(STAMP)
 	WORKBOOK_BUILD_DIR=$(CURDIR)/$(TEST_BUILD) $(PY) -m pytest --durations=25 --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks tests

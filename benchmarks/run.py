@@ -11,8 +11,8 @@ Every time a notebook records as a finding (names ending _s / _ms, or with
 otherwise. Check cells and tests never assert times; this is where they are judged.
 The `python -m helpers.diagnose` CLI is timed through benchmarks/diagnose_cli.py
 (~1M parameters, 10,000 examples) on whole runs, or with --diagnose-cli next to
---only; --skip-diagnose-cli skips it. Lesson 06's tagger at the asker's full size (7,000 × 4,096,
-LSTM(64), batch 128) is timed over a few steps by benchmarks/full_scale_06.py, shown without a
+--only; --skip-diagnose-cli skips it. Lesson 07's tagger at the asker's full size (7,000 × 4,096,
+LSTM(64), batch 128) is timed over a few steps by benchmarks/full_scale_07.py, shown without a
 budget (--full-scale with --only; --skip-full-scale skips it).
 
 Prints the table and writes <build>/bench.md and <build>/bench.json
@@ -151,19 +151,19 @@ def measure_diagnose_cli(report: B.Report, log=print) -> None:
 
 
 def measure_full_scale(report: B.Report, log=print) -> None:
-    """Lesson 06's model at the asker's size (benchmarks/full_scale_06.py, a child process): rows without budgets."""
+    """Lesson 07's model at the asker's size (benchmarks/full_scale_07.py, a child process): rows without budgets."""
     from .measure import KernelWatcher
-    log("· lesson 06's tagger at full size, a few training steps (benchmarks/full_scale_06.py) ...", flush=True)
+    log("· lesson 07's tagger at full size, a few training steps (benchmarks/full_scale_07.py) ...", flush=True)
     with KernelWatcher() as watch:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.full_scale_06"], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.full_scale_07"], capture_output=True, text=True,
                               cwd=REPO)
     try:
         own = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        report.rows.append(B.Row("lesson 06 at full size: one training step", "06_imbalanced_timestep_labels", None,
+        report.rows.append(B.Row("lesson 07 at full size: one training step", "07_loss_spikes_under_adam", None,
                                  None, "s", (proc.stderr or proc.stdout).strip()[-200:], failed=True))
         return
-    subject = "06_imbalanced_timestep_labels"
+    subject = "07_loss_spikes_under_adam"
     detail = f"{own['shape']}; others busy {watch.others_cores:.1f} cores"
     report.rows.append(B.Row(f"full size: one training step (median of {own['steps_timed']}, after a "
                              f"{own['first_step_s']:.1f} s first step)", subject, own["step_median_s"], None, "s",
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
                         help="time the diagnosis CLI even with --only (it runs by default on whole runs)")
     parser.add_argument("--skip-diagnose-cli", action="store_true")
     parser.add_argument("--full-scale", action="store_true",
-                        help="time lesson 06's tagger at the asker's full size even with --only (default on whole runs)")
+                        help="time lesson 07's tagger at the asker's full size even with --only (default on whole runs)")
     parser.add_argument("--skip-full-scale", action="store_true")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a budget is not met")
     args = parser.parse_args(argv)

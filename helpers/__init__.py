@@ -21,7 +21,7 @@ Topic modules teach (import them where a lesson needs them):
     helpers.batch_size, helpers.gradient_noise   lesson 01: steps/epochs, regimes, gradient noise
     helpers.small_batches, helpers.mnist1d       lesson 02 · helpers.timeseries, helpers.bn_inference lesson 03
     helpers.running_stats lesson 04 · helpers.distributed, helpers.scaling, helpers.converged_runs lesson 05
-    helpers.imbalanced, helpers.spikes (package) lesson 06 · helpers.diagnose lesson 07 and its CLI
+    helpers.imbalanced, helpers.spikes (package) lessons 06–07 · helpers.diagnose lesson 08 and its CLI
 """
 from .workbook.checks import ClaimFailed, check
 from .workbook.environment import Run, setup

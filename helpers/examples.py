@@ -1,4 +1,4 @@
-"""Lesson 07's default example, the one `python -m helpers.diagnose` reads with no model of your own.
+"""Lesson 08's default example, the one `python -m helpers.diagnose` reads with no model of your own.
 
     .venv/bin/python -m helpers.examples [--epochs 3] [--out DIR]      (a step of `make data`)
 

@@ -7,13 +7,17 @@ Everything here is plain NumPy/Keras with explicit arguments and seeds:
     positive_weight_for(...)    neg/pos, the usual "balanced" weight for the rare class
     timestep_weights(...)       per-timestep sample_weight (N, T), optionally Σw-normalised
     anomaly_windows(...)        windows resampled around the anomalies (+ random windows)
-    lstm_tagger(...)            2×LSTM + Dense(1, sigmoid), output (N, T, 1)
+    make_split(...) → DataSplit train / monitor / test series from one generator seed
+    lstm_tagger(...)            2×LSTM + Dense(1) per step: probabilities (sigmoid) or logits, output (N, T, 1)
     pr_auc, recall_at_precision, event_recall   metrics that do not reward all-zeros
-    weighted_bce, focal_loss, normalised_weighted_bce   losses with the weighting made explicit
-    anomaly_loss_vs_normals(...)  the analytic mechanism behind a loss spike
+    sigmoid, bce_from_logits_np  NumPy BCE from logits, stable at any logit
+    focal_loss, normalised_weighted_bce   losses with the weighting made explicit
+    anomaly_loss_vs_normals(...), miss_arithmetic(...)   the arithmetic of a missed positive in a batch
+    TaggerLoop → TaggerRun      lesson 06's training loop around the page's own train_step and loss (logits)
+    plot_example_series, plot_pr_curve, plot_batch_vs_monitored   lesson 06's figures
 
 Shapes: series x (N, T, 1) float32, labels y (N, T) int8/float32, predictions
-p (N, T) or (N, T, 1) in (0, 1), weights w (N, T) float32.
+p (N, T) or (N, T, 1) in (0, 1) or logits z of the same shapes, weights w (N, T) float32.
 """
 from __future__ import annotations
 
@@ -133,6 +137,26 @@ def train_test_split(data: Series, test_fraction: float = 0.25, *, seed: int = 0
     idx = rng.permutation(data.n_series)
     n_test = max(1, int(round(test_fraction * data.n_series)))
     return data.subset(np.sort(idx[n_test:])), data.subset(np.sort(idx[:n_test]))
+
+
+@dataclass
+class DataSplit:
+    """train / monitor / test Series drawn from one generator seed."""
+    train: Series
+    monitor: Series
+    test: Series
+
+
+def make_split(n_series: int, timesteps: int, *, frac_series_with_anomaly: float = 0.2,
+               anomalies_per_series: int = 2, label_jitter: float = 0.0, seed: int = 0,
+               amplitude: float = 2.0, monitor_series: int = 32, test_fraction: float = 0.25) -> DataSplit:
+    """Series from make_series(seed), split by series into train / test, and a fixed monitoring set of
+    `monitor_series` extra series (same generator, seed + 10_000) scored after every few steps.
+    (The same split as helpers.spikes.make_split.)"""
+    kw = dict(frac_series_with_anomaly=frac_series_with_anomaly, anomalies_per_series=anomalies_per_series,
+              label_jitter=label_jitter, amplitude=amplitude)
+    train, test = train_test_split(make_series(n_series, timesteps, seed=seed, **kw), test_fraction, seed=seed)
+    return DataSplit(train, make_series(monitor_series, timesteps, seed=seed + 10_000, **kw), test)
 
 
 # ---------------------------------------------------------------- weights
@@ -384,15 +408,50 @@ def anomaly_loss_vs_normals(positive_weight: float, p_anomaly: float, p_normal: 
     }
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """σ(z) = 1 / (1 + e^−z) in float64, without overflow at any logit."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(z, np.float64)))
+
+
+def bce_from_logits_np(y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Element-wise binary cross-entropy from logits, softplus(z) − y·z (= −log σ(z) for y = 1,
+    −log(1 − σ(z)) for y = 0), exact at any logit. y, z: equal shapes; float64."""
+    z = np.asarray(z, np.float64)
+    return np.logaddexp(0.0, z) - np.asarray(y, np.float64) * z
+
+
+def miss_arithmetic(positive_weight: float, logit: float, n_missed: int, *, steps_in_batch: int = 128 * 4096,
+                    normal_loss: float = 0.005, clip: float = 1e-7) -> dict:
+    """The arithmetic of missed positives in one batch under Keras's reduction Σ(w·l)/(B·T).
+
+    Each of `n_missed` positive steps sits at `logit` with weight `positive_weight`; every other step
+    costs `normal_loss` (fitted positives cost next to nothing). Returns, for the loss from logits and for
+    a loss on probabilities clipped to [clip, 1 − clip]: the loss of one miss, its gradient with respect to
+    its logit, and the batch mean with the misses.
+    """
+    w, z = float(positive_weight), float(logit)
+    p = float(sigmoid(z))
+    loss_logits = w * float(np.logaddexp(0.0, -z))                  # w·softplus(−z) = −w·log σ(z)
+    loss_clipped = -w * float(np.log(min(max(p, clip), 1 - clip)))
+    grad = -w * (1.0 - p)                                          # ∂/∂z of w·softplus(−z)
+    grad_clipped = grad if clip < p < 1 - clip else 0.0            # the clip is flat there: no gradient
+    others = (steps_in_batch - n_missed) * normal_loss
+    return {"p": p, "loss_of_miss_logits": loss_logits, "loss_of_miss_clipped": loss_clipped,
+            "grad_logits": grad, "grad_clipped": grad_clipped,
+            "batch_loss_logits": (others + n_missed * loss_logits) / steps_in_batch,
+            "batch_loss_clipped": (others + n_missed * loss_clipped) / steps_in_batch}
+
+
 # ---------------------------------------------------------------- model and Keras losses
 
 
 def lstm_tagger(units: int = 32, layers: int = 2, *, output_bias: float | None = None,
-                seed: int | None = None, name: str = "lstm_tagger"):
-    """LSTM(units) × layers (return_sequences) → Dense(1, sigmoid) per step.
+                seed: int | None = None, name: str = "lstm_tagger", logits: bool = False):
+    """LSTM(units) × layers (return_sequences) → Dense(1) per step, with a sigmoid unless `logits`.
 
-    Input (N, T, 1) → probabilities (N, T, 1). `output_bias` initialises the
-    final bias (prior-bias init: log(π/(1−π)) for a positive rate π). Uncompiled.
+    Input (N, T, 1) → probabilities (N, T, 1), or logits (N, T, 1) with logits=True (pair it with a loss
+    from logits: BinaryCrossentropy(from_logits=True)). `output_bias` initialises the final bias
+    (prior-bias init: log(π/(1−π)) for a positive rate π). Uncompiled.
     """
     import keras
     init = keras.initializers.GlorotUniform(seed=seed)
@@ -403,7 +462,7 @@ def lstm_tagger(units: int = 32, layers: int = 2, *, output_bias: float | None =
         h = keras.layers.LSTM(units, return_sequences=True, kernel_initializer=init,
                               recurrent_initializer=rec, name=f"lstm{k}")(h)
     bias = keras.initializers.Constant(output_bias) if output_bias is not None else "zeros"
-    out = keras.layers.Dense(1, activation="sigmoid", bias_initializer=bias,
+    out = keras.layers.Dense(1, activation=None if logits else "sigmoid", bias_initializer=bias,
                              kernel_initializer=init, name="per_step")(h)
     return keras.Model(inputs, out, name=name)
 
@@ -541,3 +600,148 @@ def keras_class_weight_as_keras_does(y: np.ndarray, p: np.ndarray, class_weight:
     sw = np.array([class_weight.get(int(k), 1.0) for k in ids], np.float64)
     l = bce_np(np.asarray(y, np.float64), np.asarray(p, np.float64)).mean(axis=-1)
     return float((sw * l).mean())
+
+
+# ---------------------------------------------------------------- lesson 06's training loop
+
+
+@dataclass
+class TaggerRun:
+    """One run of TaggerLoop.fit. Per optimizer step: batch_loss (the step's own loss, not a running mean)
+    and batch_positives (labelled steps in the batch); monitor_loss at monitor_steps (0 = before training)
+    on the fixed monitoring set; the final weights, and logits(x) / proba(x) (N, T) of the trained model."""
+    batch_loss: np.ndarray
+    batch_positives: np.ndarray
+    monitor_steps: np.ndarray
+    monitor_loss: np.ndarray
+    weights: list
+    loop: "TaggerLoop"
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.loop.logits(x, self.weights)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        return sigmoid(self.logits(x))
+
+
+class TaggerLoop:
+    """Lesson 06's training loop around the page's own functions: `step(model, optimizer, x, y, w)` → the
+    batch loss (one optimizer update) and `loss(y, logits, w)` → a scalar, with y (B, T, 1) and w (B, T).
+
+    One LSTM tagger with a logits output (lstm_tagger(units, logits=True)) and one Adam optimizer; the step
+    is compiled once (XLA) and reused by every run, which restarts from freshly seeded weights and a zeroed
+    Adam state. The loop only shuffles, batches (the last partial batch dropped) and scores the monitoring set.
+    """
+
+    def __init__(self, units: int, *, step, loss, jit_compile: bool = True):
+        import keras
+        import tensorflow as tf
+        self.units = units
+        self.model = lstm_tagger(units, 2, seed=0, logits=True)
+        self.optimizer = keras.optimizers.Adam(1e-3)
+        self.optimizer.build(self.model.trainable_variables)
+        model, opt = self.model, self.optimizer
+        self._step = tf.function(lambda x, y, w: step(model, opt, x, y, w), jit_compile=jit_compile,
+                                 reduce_retracing=True)
+        self._loss = tf.function(lambda x, y, w: loss(y, model(x, training=False), w), jit_compile=jit_compile)
+        self._logits = tf.function(lambda x: model(x, training=False)[..., 0], reduce_retracing=True)
+
+    def reset(self, seed: int, learning_rate: float) -> None:
+        """Weights as lstm_tagger(units, seed=seed, logits=True) draws them; Adam's state zeroed."""
+        import keras
+        keras.utils.set_random_seed(seed)
+        self.model.set_weights(lstm_tagger(self.units, 2, seed=seed, logits=True).get_weights())
+        for v in self.optimizer.variables:
+            v.assign(np.zeros(v.shape, v.dtype))
+        self.optimizer.learning_rate = learning_rate
+
+    def logits(self, x: np.ndarray, weights: list | None = None, batch_size: int = 256) -> np.ndarray:
+        """Logits (N, T) float64 for x (N, T, 1), with `weights` loaded first if given."""
+        if weights is not None:
+            self.model.set_weights(weights)
+        return np.concatenate([np.asarray(self._logits(x[i:i + batch_size]), np.float64)
+                               for i in range(0, len(x), batch_size)])
+
+    def fit(self, split: DataSplit, *, positive_weight: float, monitor_weight: float, learning_rate: float,
+            epochs: int, batch_size: int, seed: int, monitor_every: int = 2, desc: str = "training") -> TaggerRun:
+        """Train on split.train with weight `positive_weight` on the labelled steps (1.0: plain BCE), from
+        seeded weights; every `monitor_every` steps score split.monitor with weight `monitor_weight` (the
+        same for every run, so runs are compared on one scale)."""
+        from tqdm.auto import tqdm
+        self.reset(seed, learning_rate)
+        rng = np.random.default_rng(seed)
+        x, y = split.train.x, split.train.y
+        w = timestep_weights(y, positive_weight)
+        mon = split.monitor
+        monitor = (mon.x, mon.y[..., None], timestep_weights(mon.y, monitor_weight))
+        losses, positives = [], []
+        mon_steps, mon_loss = [0], [float(self._loss(*monitor))]
+        for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=True):
+            order = rng.permutation(len(x))
+            for b in range(len(x) // batch_size):
+                idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
+                losses.append(float(self._step(x[idx], y[idx][..., None], w[idx])))
+                positives.append(int(y[idx].sum()))
+                if len(losses) % monitor_every == 0:
+                    mon_steps.append(len(losses))
+                    mon_loss.append(float(self._loss(*monitor)))
+        return TaggerRun(np.array(losses), np.array(positives), np.array(mon_steps), np.array(mon_loss),
+                         [v.copy() for v in self.model.get_weights()], self)
+
+
+# ---------------------------------------------------------------- lesson 06's figures
+
+
+def plot_example_series(data: Series, n: int = 3, zoom: int = 12):
+    """Anomalous series (top row, full length) and a ±zoom window around each anomaly
+    (bottom row), labelled steps marked. Returns the figure."""
+    from .workbook.plotting import figure
+    idx = np.flatnonzero(data.has_anomaly)[:n]
+    fig, axes = figure(len(idx), 2, finding="The anomaly is a 3-step zigzag: visible in its window, "
+                                            "not by its height")
+    axes = np.atleast_2d(axes)
+    for k, i in enumerate(idx):
+        x, y, s = data.x[i, :, 0], data.y[i], int(data.onsets[i])
+        for row, (lo, hi) in enumerate([(0, data.timesteps), (max(0, s - zoom), min(data.timesteps, s + zoom))]):
+            ax = axes[row, k]
+            t = np.arange(lo, hi)
+            ax.plot(t, x[lo:hi], lw=1)
+            ax.scatter(t[y[lo:hi] > 0], x[lo:hi][y[lo:hi] > 0], color="red", zorder=3, label="labelled anomaly")
+            ax.set_xlabel("timestep")
+            ax.set_ylabel("value (a.u.)")
+            ax.set_title(f"series {i}" + (" (zoom)" if row else ""), fontsize=9)
+    axes[0, 0].legend(loc="lower left")
+    return fig
+
+
+def plot_pr_curve(curves: dict, finding: str, marks: dict | None = None):
+    """Precision-recall curves {label: precision_recall_curve(...)} on one axis, with optional
+    marked operating points {label: (recall, precision)}. Returns the figure."""
+    from .workbook.plotting import figure
+    fig, ax = figure(1, 1, finding=finding, width=6.5, height=4)
+    for label, c in curves.items():
+        ax.step(c["recall"], c["precision"], where="post", label=label)
+    for label, (r, p) in (marks or {}).items():
+        ax.scatter([r], [p], s=50, zorder=4, label=label)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("recall (anomalous steps found)")
+    ax.set_ylabel("precision (alarms that are right)")
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def plot_batch_vs_monitored(run: TaggerRun, finding: str):
+    """Per-batch training loss (coloured by the labelled steps in the batch) and the monitored loss on
+    the fixed set, log scale. Returns the figure."""
+    from .workbook.plotting import figure
+    fig, ax = figure(1, 1, finding=finding, width=9, height=3.8)
+    steps = np.arange(1, len(run.batch_loss) + 1)
+    sc = ax.scatter(steps, run.batch_loss, c=run.batch_positives, s=9, cmap="viridis", label="per-batch loss")
+    ax.plot(run.monitor_steps, run.monitor_loss, color="black", lw=1.4, label="monitored loss (fixed set)")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("weighted BCE, Σ(w·l)/(B·T)")
+    fig.colorbar(sc, ax=ax, label="labelled steps in the batch")
+    ax.legend(loc="upper right")
+    return fig

@@ -64,13 +64,13 @@ def _run_root(seed: int) -> Path:
 # data/mnist1d_inference_03.csv that its default run does not (instance norm, no normalization); lesson 04's
 # seed 2 retrains its committed long runs in full (all six: clean, dropout + L2, noisy labels and its GroupNorm /
 # no-norm / regularized controls) and compares every row with data/long_runs.csv (its other runs retrain only the
-# first row); lesson 06's
-# seed 2 runs section 7's stretch at 100 quiet batches (another baseline row of data/remedies.csv than the
-# default 200) and retrains the focal row too
+# first row); lesson 07's seeds 1 and 2 recompute other remedies' branches of data/spike_runs/ than the default
+# (no remedy, seed 0): the clip branch of seed 1 and the skip-step branch of seed 2
 RUN_PARAMETERS = {("03_batchnorm_train_vs_inference", 1): {"mnist1d_run": "instance_norm"},
                   ("03_batchnorm_train_vs_inference", 2): {"mnist1d_run": "no_norm"},
                   ("04_batchnorm_running_statistics", 2): {"long_runs": "live"},
-                  ("06_imbalanced_timestep_labels", 2): {"quiet_batches": 100, "remedy_recheck": "focal"}}
+                  ("07_loss_spikes_under_adam", 1): {"live_remedy": "clip"},
+                  ("07_loss_spikes_under_adam", 2): {"live_remedy": "skip_step"}}
 
 # The portability proof: the notebooks that read a committed table run seeds 1 and 2 under another machine's
 # arithmetic (helpers.workbook.arithmetic), so their findings tests pass only if every recomputed row is
@@ -78,7 +78,7 @@ RUN_PARAMETERS = {("03_batchnorm_train_vs_inference", 1): {"mnist1d_run": "insta
 # counts) with oneDNN on. Seed 2: one ulp added to one initial weight of every model, and, on a CPU with
 # AVX-512, NumPy without its AVX-512 paths. Seed 0 (nbval) keeps the default arithmetic.
 TABLE_READERS = ("02_batchnorm_small_batches", "03_batchnorm_train_vs_inference", "04_batchnorm_running_statistics",
-                 "05_multi_device_gradient_averaging", "06_imbalanced_timestep_labels")
+                 "05_multi_device_gradient_averaging", "07_loss_spikes_under_adam")
 
 
 def has_avx512() -> bool:

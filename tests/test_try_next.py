@@ -4,7 +4,7 @@ Each `python -m papermill …` command (and each `… -p name value` continuatio
 notebook) is parsed the way papermill's command line parses it, then the notebook is executed up to
 and including its setup cell with exactly those parameters: the names must be declared and the
 values must pass the notebook's own validation and cost limits. Sweep commands name declared
-parameters of a notebook that exists; `helpers.spikes.regenerate` commands pass its argument checks.
+parameters of a notebook that exists; `helpers.spikes.asker_state` commands pass its argument checks.
 The slow part (the lesson itself) is not run: its claims are checked by nbval and the findings tests.
 A command whose values are placeholders for the reader's own files (`path/to/…`) is checked for its
 parameter names only.
@@ -117,19 +117,11 @@ def test_sweep_commands_name_a_notebook_and_its_parameters():
     assert seen >= 1
 
 
-def test_regenerate_commands_pass_the_argument_checks(monkeypatch):
-    from helpers.spikes import regenerate
-    calls = []
-    monkeypatch.setattr(regenerate, "regenerate_spike_map", lambda *a, **k: calls.append(("spike_map", a, k)))
-    monkeypatch.setattr(regenerate, "regenerate_remedies", lambda *a, **k: calls.append(("remedies", a, k)))
-    monkeypatch.setattr(regenerate, "regenerate_checkpoints", lambda *a, **k: calls.append(("checkpoints", a, k)))
-    monkeypatch.setattr(regenerate, "regenerate_asker", lambda *a, **k: calls.append(("asker", a, k)))
-    monkeypatch.setattr(regenerate, "regenerate_asker_parallel", lambda *a, **k: calls.append(("asker", a, k)))
-    monkeypatch.setattr(regenerate, "regenerate_from_scratch", lambda *a, **k: calls.append(("from_scratch", a, k)))
-    monkeypatch.setattr(regenerate, "regenerate_all", lambda *a, **k: calls.append(("all", a, k)))
-    commands = [c for p in NOTEBOOKS for c in try_next_commands(p) if c.startswith("python -m helpers.spikes.regenerate")]
+def test_regenerate_commands_pass_the_argument_checks():
+    from helpers.spikes import asker_state
+    prefix = "python -m helpers.spikes.asker_state"
+    commands = [c for p in NOTEBOOKS for c in try_next_commands(p) if c.startswith(prefix)]
     assert commands
     for command in commands:
-        before = len(calls)
-        assert regenerate.main(shlex.split(command)[3:]) == 0, command
-        assert len(calls) == before + 1, command
+        args = asker_state.parse_args(shlex.split(command)[3:])
+        assert args.seeds and 1 <= args.workers <= 8, command

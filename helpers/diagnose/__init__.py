@@ -26,7 +26,7 @@ _LAZY = {"diagnose": "core", "Diagnosis": "core", "main": "cli", "DiagnoseCallba
 
 
 def __getattr__(name: str):
-    # EXAMPLES_DIR (data/examples), DEFAULT_MODEL and DEFAULT_DATA (lesson 07's default example) are found
+    # EXAMPLES_DIR (data/examples), DEFAULT_MODEL and DEFAULT_DATA (lesson 08's default example) are found
     # when used, where the workbook's data/ is; diagnose & co. are imported when first used.
     if name in _EXAMPLE_FILES:
         from ..workbook.committed import find_data_dir

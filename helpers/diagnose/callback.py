@@ -59,7 +59,7 @@ The cost: one retrace of the train function per fit, and one small variable read
       TensorFlow: train_step is not wrapped, positives are None and the batches are assumed equal in
       size (exact except for a last partial batch).
     - a custom train_step whose logs["loss"] is not Keras's running mean (e.g. it returns the raw batch
-      loss): the recovered values are wrong; give such a model a loss tracker as inspector.inspected_tagger does.
+      loss): the recovered values are wrong; give such a model a loss tracker as helpers.spikes.inspector.inspected_model_class does.
     - if fit raises, on_train_end is not called and the wrapper stays on the model (harmless: the same
       step plus one variable update); call `callback.restore()` to remove it.
 """

@@ -20,8 +20,11 @@ def running_median(values: np.ndarray, window: int = 10) -> np.ndarray:
     """ref[k] = median(values[max(0, k-window):k]) for k ≥ 3; NaN before (too few points)."""
     v = np.asarray(values, np.float64)
     ref = np.full(v.shape, np.nan)
-    for k in range(MIN_POINTS, len(v)):
-        ref[k] = np.median(v[max(0, k - window):k])
+    for k in range(MIN_POINTS, min(window, len(v))):          # the first, shorter windows
+        ref[k] = np.median(v[:k])
+    if len(v) > window:                                        # then every full window at once
+        ref[window:] = np.median(np.lib.stride_tricks.sliding_window_view(v[:-1], window), axis=1)
+    ref[:MIN_POINTS] = np.nan
     return ref
 
 

@@ -19,15 +19,15 @@ from benchmarks.overhead import alternating_order  # noqa: E402
 
 @pytest.mark.parametrize("stem, seconds", [
     ("00_start_here", 30.0), ("01_steps_epochs_and_batches", 90.0), ("02_x", 90.0), ("03_x", 90.0),
-    ("04_batchnorm_running_statistics", 90.0), ("05_x", 150.0), ("06_x", 180.0),
-    ("07_diagnose_your_model", 60.0)])
+    ("04_batchnorm_running_statistics", 90.0), ("05_x", 150.0), ("06_x", 180.0), ("07_loss_spikes_under_adam", 180.0),
+    ("08_diagnose_your_model", 60.0)])
 def test_notebook_budgets_are_the_issues_budgets(stem, seconds):
     assert B.notebook_budget_s(stem) == seconds
     assert B.notebook_budget_s(f"/some/dir/{stem}.ipynb") == seconds
 
 
 def test_unknown_lessons_have_no_budget():
-    assert B.notebook_budget_s("08_new_lesson") is None
+    assert B.notebook_budget_s("09_new_lesson") is None
     assert B.notebook_budget_s("scratch") is None
     assert B.lesson_number("scratch") is None
 
@@ -220,7 +220,7 @@ def test_the_full_scale_rows_are_the_scripts_measurements_without_budgets(monkey
 
 
 def test_the_full_scale_script_times_the_lessons_loop_on_a_small_shape(monkeypatch):
-    from benchmarks import full_scale_06 as fs
+    from benchmarks import full_scale_07 as fs
     monkeypatch.setattr(fs, "TIMESTEPS", 32)
     monkeypatch.setattr(fs, "UNITS", 4)
     monkeypatch.setattr(fs, "BATCH", 8)
@@ -232,7 +232,7 @@ def test_the_full_scale_script_times_the_lessons_loop_on_a_small_shape(monkeypat
 
 
 def test_the_full_scale_script_refuses_a_bad_step_count(capsys):
-    from benchmarks import full_scale_06 as fs
+    from benchmarks import full_scale_07 as fs
     with pytest.raises(SystemExit) as exc:
         fs.main(["--steps", "0"])
     assert exc.value.code == 2 and "--steps" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""data/examples/ (lesson 07's default example) is what `python -m helpers.examples` wrote, as its
+"""data/examples/ (lesson 08's default example) is what `python -m helpers.examples` wrote, as its
 provenance records: the files' hashes, digits.npz's arrays, the model's architecture, the command."""
 from __future__ import annotations
 

@@ -142,3 +142,43 @@ def test_false_alarms_per_1000_steps():
     s = np.zeros_like(y); s[0, 101] = 0.9; s[2, 10] = 0.9; s[3, 200] = 0.9   # one near the label, two far
     assert imb.false_alarms_per_1000_steps(y, s, threshold=0.5, tolerance=2) == pytest.approx(2.0)
     assert imb.false_alarms_per_1000_steps(y, s, threshold=0.5, tolerance=0) == pytest.approx(3.0)
+
+
+def test_sigmoid_and_bce_from_logits_are_exact_at_extreme_logits():
+    z = np.array([-40.0, -20.0, 0.0, 20.0])
+    assert imb.sigmoid(z)[1] == pytest.approx(np.exp(-20) / (1 + np.exp(-20)), rel=1e-12)
+    assert imb.bce_from_logits_np(np.ones(4), z)[0] == pytest.approx(40.0, rel=1e-12)   # no clip at 1e-7
+    assert imb.bce_from_logits_np(np.zeros(4), z)[3] == pytest.approx(20.0, rel=1e-8)
+
+
+def test_miss_arithmetic_clipped_form_is_flat_below_the_clip():
+    m = imb.miss_arithmetic(1000.0, -20.0, 3, steps_in_batch=1000, normal_loss=0.0)
+    assert m["grad_clipped"] == 0.0 and m["grad_logits"] == pytest.approx(-1000.0, rel=1e-8)
+    assert m["loss_of_miss_clipped"] == pytest.approx(-1000 * np.log(1e-7))
+    assert m["batch_loss_logits"] == pytest.approx(3 * m["loss_of_miss_logits"] / 1000)
+
+
+def test_lstm_tagger_logits_output_has_no_sigmoid():
+    x = np.random.default_rng(0).normal(size=(2, 8, 1)).astype(np.float32)
+    a = imb.lstm_tagger(4, seed=0, logits=True)
+    b = imb.lstm_tagger(4, seed=0)
+    assert np.allclose(imb.sigmoid(np.asarray(a(x))), np.asarray(b(x)), atol=1e-6)
+
+
+def test_tagger_loop_is_seeded_and_uses_the_given_step():
+    import keras, tensorflow as tf
+    loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    calls = []
+    def weighted(y, z, w): return loss(y, z, sample_weight=w)
+    def step(model, opt, x, y, w):
+        calls.append(1)                     # traced once
+        with tf.GradientTape() as tape:
+            l = weighted(y, model(x, training=True), w)
+        opt.apply(tape.gradient(l, model.trainable_variables), model.trainable_variables)
+        return l
+    split = imb.make_split(60, 32, seed=1, monitor_series=4)
+    loop = imb.TaggerLoop(4, step=step, loss=weighted, jit_compile=False)
+    kw = dict(positive_weight=20.0, monitor_weight=20.0, learning_rate=1e-2, epochs=2, batch_size=8, seed=3)
+    a, b = loop.fit(split, **kw), loop.fit(split, **kw)
+    assert np.array_equal(a.batch_loss, b.batch_loss) and len(a.batch_loss) == 2 * (45 // 8)
+    assert len(calls) == 1 and a.monitor_steps[0] == 0 and a.logits(split.test.x).shape == (15, 32)
