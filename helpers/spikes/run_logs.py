@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .asker_state import DATA, SPIKE_RULE, TARGET_LOSS, spike_mask
+from .asker_state import DATA, SPIKE_RULE, spike_mask
 from .flags import running_median
 
 NAME = re.compile(r"^(?:(?P<first>[ab])|(?P<source>[ab])_to_(?P<variant>[abcd])_(?P<remedy>.+))_s(?P<seed>\d+)$")
@@ -198,6 +198,3 @@ def summarise(rows: list[dict], key: str, fields: tuple[str, ...]) -> dict:
                              float(v.min()), float(v.max()), len(v))
     return out
 
-
-def reached_target(loss, target: float = TARGET_LOSS) -> bool:
-    return bool(np.median(np.asarray(loss)[-50:]) <= target)
