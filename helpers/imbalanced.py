@@ -6,13 +6,12 @@ Everything here is plain NumPy/Keras with explicit arguments and seeds:
     series_stats(...)           the statistics a learner should compare with the real data
     positive_weight_for(...)    neg/pos, the usual "balanced" weight for the rare class
     timestep_weights(...)       per-timestep sample_weight (N, T), optionally Σw-normalised
-    anomaly_windows(...)        windows resampled around the anomalies (+ random windows)
     make_split(...) → DataSplit train / monitor / test series from one generator seed
     lstm_tagger(...)            2×LSTM + Dense(1) per step: probabilities (sigmoid) or logits, output (N, T, 1)
     pr_auc, recall_at_precision, event_recall   metrics that do not reward all-zeros
     sigmoid, bce_from_logits_np  NumPy BCE from logits, stable at any logit
-    focal_loss, normalised_weighted_bce   losses with the weighting made explicit
-    anomaly_loss_vs_normals(...), miss_arithmetic(...)   the arithmetic of a missed positive in a batch
+    weighted_bce_np             NumPy weighted BCE on probabilities (the class_weight traps' expectation)
+    miss_arithmetic(...)        the arithmetic of a missed positive in a batch
     TaggerLoop → TaggerRun      lesson 06's training loop around the page's own train_step and loss (logits)
     plot_example_series, plot_pr_curve, plot_batch_vs_monitored   lesson 06's figures
 
@@ -151,8 +150,7 @@ def make_split(n_series: int, timesteps: int, *, frac_series_with_anomaly: float
                anomalies_per_series: int = 2, label_jitter: float = 0.0, seed: int = 0,
                amplitude: float = 2.0, monitor_series: int = 32, test_fraction: float = 0.25) -> DataSplit:
     """Series from make_series(seed), split by series into train / test, and a fixed monitoring set of
-    `monitor_series` extra series (same generator, seed + 10_000) scored after every few steps.
-    (The same split as helpers.spikes.make_split.)"""
+    `monitor_series` extra series (same generator, seed + 10_000) scored after every few steps."""
     kw = dict(frac_series_with_anomaly=frac_series_with_anomaly, anomalies_per_series=anomalies_per_series,
               label_jitter=label_jitter, amplitude=amplitude)
     train, test = train_test_split(make_series(n_series, timesteps, seed=seed, **kw), test_fraction, seed=seed)
@@ -176,7 +174,7 @@ def timestep_weights(y: np.ndarray, positive_weight: float, *, normalise: bool =
     normalise=True rescales so that the *mean* weight is 1 over the whole set;
     with Keras's default reduction (mean over the N·T elements of a batch) the
     loss is then close to Σ(w·l)/Σw instead of Σ(w·l)/(N·T) — see
-    `normalised_weighted_bce` for the exact per-batch version.
+    Keras's `reduction="mean_with_sample_weight"` for the exact per-batch version (lesson 06, section 3).
 
     Pass it to fit as sample_weight with y shaped (N, T, 1) and a model whose
     output is (N, T, 1); other shape combinations fail or weight the wrong thing.
@@ -188,39 +186,6 @@ def timestep_weights(y: np.ndarray, positive_weight: float, *, normalise: bool =
     if normalise:
         w = w / w.mean()
     return w
-
-
-def anomaly_windows(data: Series, window: int, *, random_windows_per_series: float = 1.0,
-                    seed: int = 0) -> Series:
-    """Cut windows of `window` steps: one around each anomaly (at a random offset,
-    so the anomaly is not always in the middle) and about
-    `random_windows_per_series` random windows per series.
-
-    The anomalous fraction rises from ~a/T to ~a/window within anomalous
-    windows, so a moderate positive weight suffices. Returns a Series with
-    x (M, window, 1).
-    """
-    rng = np.random.default_rng(seed)
-    t = data.timesteps
-    if window > t:
-        raise ValueError(f"window {window} longer than the series ({t})")
-    starts: list[tuple[int, int]] = []
-    for i in np.flatnonzero(data.has_anomaly):
-        s = int(data.onsets[i])
-        lo = max(0, s + 3 - window)
-        hi = min(t - window, s)
-        starts.append((i, int(rng.integers(lo, hi + 1))))
-    n_random = int(round(random_windows_per_series * data.n_series))
-    for i in rng.integers(0, data.n_series, size=n_random):
-        starts.append((int(i), int(rng.integers(0, t - window + 1))))
-    order = rng.permutation(len(starts))
-    rows = [starts[k] for k in order]
-    x = np.stack([data.x[i, s:s + window] for i, s in rows])
-    y = np.stack([data.y[i, s:s + window] for i, s in rows])
-    ty = np.stack([data.true_y[i, s:s + window] for i, s in rows])
-    has = y.max(axis=1) > 0
-    onsets = np.array([data.onsets[i] - s if data.onsets[i] >= 0 else -1 for i, s in rows])
-    return Series(x, y, has, onsets, ty)
 
 
 # ---------------------------------------------------------------- metrics
@@ -376,38 +341,6 @@ def bce_np(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
-def anomaly_loss_vs_normals(positive_weight: float, p_anomaly: float, p_normal: float = 0.01,
-                            steps_in_batch: int = 32 * 256) -> dict:
-    """The mechanism of a spike, analytically.
-
-    One anomalous step predicted at p_anomaly with weight w contributes
-    w·(−log p) to the batch's summed loss and w·(p − 1) to the gradient with
-    respect to its logit; a normal step predicted at p_normal contributes
-    −log(1 − p_normal) and p_normal. Returns those, how many confident normal
-    steps one miss outweighs (in loss and in logit gradient), and the batch's
-    mean loss (Keras's reduction: divide by the number of steps) with and
-    without the miss, the rest of the batch being normal steps at p_normal.
-    """
-    w = float(positive_weight)
-    loss_miss = w * float(bce_np(np.array(1.0), np.array(p_anomaly)))
-    loss_normal = float(bce_np(np.array(0.0), np.array(p_normal)))
-    grad_miss = w * abs(p_anomaly - 1.0)
-    grad_normal = abs(p_normal)
-    base = loss_normal
-    with_miss = (loss_miss + (steps_in_batch - 1) * loss_normal) / steps_in_batch
-    return {
-        "loss_of_miss": loss_miss,
-        "loss_of_normal_step": loss_normal,
-        "normals_outweighed_loss": loss_miss / loss_normal,
-        "grad_of_miss": grad_miss,
-        "grad_of_normal_step": grad_normal,
-        "normals_outweighed_grad": grad_miss / grad_normal,
-        "batch_mean_loss_all_normal": base,
-        "batch_mean_loss_with_miss": with_miss,
-        "batch_ratio": with_miss / base,
-    }
-
-
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """σ(z) = 1 / (1 + e^−z) in float64, without overflow at any logit."""
     return np.exp(-np.logaddexp(0.0, -np.asarray(z, np.float64)))
@@ -465,53 +398,6 @@ def lstm_tagger(units: int = 32, layers: int = 2, *, output_bias: float | None =
     out = keras.layers.Dense(1, activation=None if logits else "sigmoid", bias_initializer=bias,
                              kernel_initializer=init, name="per_step")(h)
     return keras.Model(inputs, out, name=name)
-
-
-def prior_bias(y: np.ndarray) -> float:
-    """b = log(π/(1−π)) with π the positive rate: the model starts by predicting π."""
-    pi = float(np.mean(np.asarray(y) > 0.5))
-    pi = min(max(pi, 1e-7), 1 - 1e-7)
-    return float(np.log(pi / (1 - pi)))
-
-
-def focal_loss(alpha: float = 0.25, gamma: float = 2.0):
-    """Binary focal loss with α really applied: −α_t (1−p_t)^γ log p_t per step.
-
-    Equivalent to keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True,
-    alpha=alpha, gamma=gamma, reduction=None); without apply_class_balancing
-    Keras ignores alpha. Returns a function (y_true, y_pred) → per-step loss
-    (N, T), which Keras then weights and averages.
-    """
-    import keras
-
-    loss = keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=alpha,
-                                                gamma=gamma, reduction=None)
-
-    def focal(y_true, y_pred):
-        return loss(y_true, y_pred)
-    focal.__name__ = f"focal_a{alpha:g}_g{gamma:g}"
-    return focal
-
-
-def normalised_weighted_bce(positive_weight: float):
-    """Σ(w·l)/Σw per batch, computed inside the loss (no sample_weight needed).
-
-    The batch's loss is a weighted *average*: its scale no longer depends on how
-    many (or how few) anomalous steps the batch holds relative to its length.
-    Returns a function (y_true (N,T,1), y_pred (N,T,1)) → scalar.
-    """
-    import keras.ops as K
-
-    w_pos = float(positive_weight)
-
-    def normalised_bce(y_true, y_pred):
-        y = K.cast(y_true, "float32")
-        p = K.clip(y_pred, 1e-7, 1 - 1e-7)
-        per_step = -(y * K.log(p) + (1 - y) * K.log(1 - p))
-        w = 1.0 + (w_pos - 1.0) * y
-        return K.sum(w * per_step) / K.sum(w)
-    normalised_bce.__name__ = "normalised_weighted_bce"
-    return normalised_bce
 
 
 def weighted_bce_np(y: np.ndarray, p: np.ndarray, w: np.ndarray, *, normalise: bool = False) -> float:

@@ -63,45 +63,6 @@ def test_timestep_weights_shapes_and_normalisation():
     assert imb.positive_weight_for(y) == pytest.approx(39.0)
 
 
-def test_anomaly_windows_hold_every_anomaly():
-    d = imb.make_series(100, 128, seed=2)
-    win = imb.anomaly_windows(d, 32, random_windows_per_series=0.5, seed=2)
-    assert win.x.shape[1:] == (32, 1)
-    assert win.y.sum() >= d.y.sum()  # each anomaly appears whole in its own window
-    assert win.y.mean() > 3 * d.y.mean()
-
-
-def test_anomaly_loss_vs_normals_arithmetic():
-    m = imb.anomaly_loss_vs_normals(1000, 0.01, 0.01, steps_in_batch=100)
-    assert m["loss_of_miss"] == pytest.approx(1000 * np.log(100), rel=1e-6)
-    assert m["normals_outweighed_loss"] == pytest.approx(1000 * np.log(100) / -np.log(0.99), rel=1e-6)
-    assert m["normals_outweighed_grad"] == pytest.approx(1000 * 0.99 / 0.01, rel=1e-6)
-    assert m["batch_mean_loss_with_miss"] == pytest.approx((m["loss_of_miss"] + 99 * m["loss_of_normal_step"]) / 100)
-
-
-def test_focal_loss_applies_alpha():
-    y = np.array([[[1.0], [0.0]]], np.float32)
-    p = np.array([[[0.2], [0.3]]], np.float32)
-    got = np.asarray(imb.focal_loss(0.25, 2.0)(y, p)).ravel()
-    expected = [-0.25 * 0.8 ** 2 * np.log(0.2), -0.75 * 0.3 ** 2 * np.log(0.7)]
-    assert got == pytest.approx(expected, rel=1e-4)
-
-
-def test_normalised_weighted_bce_is_sum_wl_over_sum_w():
-    rng = np.random.default_rng(0)
-    y = (rng.random((3, 20, 1)) < 0.1).astype(np.float32)
-    p = rng.uniform(0.05, 0.95, (3, 20, 1)).astype(np.float32)
-    got = float(imb.normalised_weighted_bce(40.0)(y, p))
-    w = imb.timestep_weights(y, 40.0)
-    assert got == pytest.approx(imb.weighted_bce_np(y[..., 0], p[..., 0], w, normalise=True), rel=1e-4)
-
-
-def test_prior_bias_predicts_the_prior():
-    y = np.zeros(1000); y[:10] = 1
-    b = imb.prior_bias(y)
-    assert 1 / (1 + np.exp(-b)) == pytest.approx(0.01)
-
-
 def test_class_weight_traps_reproduce():
     traps = imb.class_weight_traps(seed=0)
     assert traps["raises_3d"] and traps["weights_wrong_2d"] and traps["raises_2d_with_sample_weight"]
