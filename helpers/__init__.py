@@ -27,9 +27,9 @@ from .workbook.checks import ClaimFailed, check
 from .workbook.environment import Run, setup
 from .workbook.findings import load_findings, record, show_findings
 from .workbook.params import (Bool, Choice, Float, FloatList, Int, IntList, ListOf,
-                              ParameterError, Text, check_cost, check_relation)
+                              ParameterError, Text, check_cost, check_relation, validate)
 from .workbook.tables import Table
 
 __all__ = ["setup", "Run", "record", "show_findings", "load_findings", "check", "ClaimFailed",
            "Int", "Float", "Bool", "Choice", "ListOf", "IntList", "FloatList",
-           "Text", "ParameterError", "check_relation", "check_cost", "Table"]
+           "Text", "ParameterError", "check_relation", "check_cost", "validate", "Table"]

@@ -447,7 +447,6 @@ MNIST1D_COLUMNS = ["seed", "mnist1d_epochs", "learning_rate", "norm", "batch_siz
 MNIST1D_SEEDS = (0, 1, 2, 3, 4, 5)
 # the notebook's defaults: the table holds these settings only; any other setting trains every row live
 MNIST1D_DEFAULTS = {"mnist1d_epochs": 2, "learning_rate": 0.001}
-NOTEBOOK_02 = "02_batchnorm_small_batches"
 
 
 def mnist1d_settings(mnist1d_epochs: int) -> list[tuple[str, int, int]]:
@@ -652,17 +651,12 @@ def clipping_schedule(variables: dict, schedule: Callable, total_steps: int):
     return ClippingSchedule()
 
 
-def page_builder(cell_id: str = "a02bldc"):
-    """build(norm, seed, input_shape) as lesson 02 writes it on the page: the source of the notebook's builder
-    cell, executed here, so the committed table and the tests train the lesson's own model."""
-    import json
-    import keras
-    from .workbook.notebooks import notebook_path
-    nb = json.loads(notebook_path(NOTEBOOK_02).read_text(encoding="utf-8"))
-    source = next("".join(c["source"]) for c in nb["cells"] if c.get("id") == cell_id)
-    namespace = {"keras": keras, "np": np, "Table": Table}
-    exec(compile(source, f"{NOTEBOOK_02}.ipynb:{cell_id}", "exec"), namespace)
-    return namespace["build"]
+def page_builder():
+    """build(norm, seed, input_shape) as lesson 02 writes it on the page (its cell tagged "lesson-code"),
+    from the module generated from that cell (helpers/lessons/l02.py), so the committed table and the tests
+    train the lesson's own model."""
+    from .lessons.l02 import build
+    return build
 
 
 def mnist1d_sweep(build, data, seed: int, mnist1d_epochs: int, learning_rate: float) -> Sweep:

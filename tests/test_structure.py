@@ -155,3 +155,18 @@ def test_no_output_comparison_markers(path):
     comparison that never happens, so claims are asserted by check cells instead."""
     for i, cell in enumerate(_nb(path).cells):
         assert "NBVAL_CHECK_OUTPUT" not in cell.source, f"cell {i}: use a check cell instead"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebooks_import_the_parameter_rules_from_helpers(path):
+    """What a page needs from the machinery's parameter rules is exported by `helpers` itself."""
+    for i, cell in enumerate(_nb(path).cells):
+        assert "helpers.workbook.params" not in cell.source, f"cell {i}: import it from helpers"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_lesson_code_cells_are_definitions_first(path):
+    """A cell tagged "lesson-code" parses, and its definitions are what helpers/lessons/ holds."""
+    from helpers.workbook import lesson_code
+    for cell in lesson_code.tagged_cells(path):
+        assert lesson_code.definitions(cell["source"]).strip(), f"cell {cell['id']} defines nothing"

@@ -1,0 +1,1 @@
+"""Lesson code generated from the notebooks: see helpers.workbook.lesson_code."""
