@@ -2,7 +2,8 @@
 
 Each seed recomputes a different committed branch live (tests/notebook_runs.py: seed 0 the no-remedy branch
 of seed 0, seed 1 the clip branch of seed 1, seed 2 the skip-step branch of seed 2; seeds 1 and 2 under another
-machine's arithmetic) and judges it as one more sample of the committed seeds. The expectations below come
+machine's arithmetic) and one run from the first step (centred windows on seeds 0 and 2, random windows on
+seed 1), and judges each as one more sample of the committed seeds. The expectations below come
 from the issue's requirements and from closed forms computed here, not from the notebook's arithmetic.
 """
 import math
@@ -52,9 +53,24 @@ def test_remedies(findings, seed):
     assert f["recommended_remedy"] in REMEDIES
     assert f["clip_fraction_of_steps_clipped"] >= 0.01   # the clip engages
     # the live branch (another remedy per seed, other arithmetic on seeds 1 and 2) is one more sample
-    assert f["committed_rows_recomputed"] == 1
+    assert f["committed_rows_recomputed"] == 2           # a branch from the snapshot, and a run from the first step
     assert f["committed_rows_within_spread"] is True
     assert f["recommended_remedy_with_live_branch"] == f["recommended_remedy"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_remedies_from_the_first_step(findings, seed):
+    f = findings(STEM, seed)
+    scratch = f["remedies_from_scratch"]
+    assert set(scratch) == REMEDIES                      # every remedy, from the first step too
+    for name, r in scratch.items():
+        assert set(r) == {"steps_to_target", "final_pr_auc", "spikes_per_1k_steps", "event_recall_1fa",
+                          "seconds_per_step"}, name
+        assert 0 <= r["final_pr_auc"] <= 1 and 0 <= r["event_recall_1fa"] <= 1 and r["spikes_per_1k_steps"] >= 0
+        assert r["steps_to_target"] is None or 0 < r["steps_to_target"] <= 2000
+        assert r["seconds_per_step"] > 0
+    assert f["recommended_remedy_from_scratch"] in REMEDIES
+    assert f["clip_fraction_from_scratch"] >= 0.01
 
 
 @pytest.mark.parametrize("bad", [
@@ -62,6 +78,8 @@ def test_remedies(findings, seed):
     {"seed": "x"},
     {"live_remedy": "gradient_clipping"},
     {"live_remedy": 3},
+    {"live_scratch": "windows"},
+    {"live_scratch": None},
 ])
 def test_bad_parameters_rejected(rejected, bad):
     rejected(STEM, bad)

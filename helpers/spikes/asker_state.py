@@ -10,10 +10,15 @@ and the weighted loss on fixed monitoring series are logged every 100 steps.
 
     DATA, VARIANTS, variant_data(variant, seed)   the data variants a–d and their batch streams
     tagger(units)                                  the model (logits out)
-    weighted_loss_from_logits, focal_loss_from_logits    element losses (B, T) from logits
+    weighted_loss_from_logits, focal_loss_from_logits    element losses (B, T) from logits (the first is
+                                                         lesson 07's own, generated into helpers/lessons/l07.py)
     Run                                            one run: model, Adam, data, the step, the log, snapshots
     spike_mask(loss)                               the lesson's spike rule (loss ≥ 10 × median of the previous 50)
     event_recall_at_false_alarms(...)              event recall at 1 false alarm per 1,000 steps
+
+Regeneration: `python -m helpers.spikes.asker_state` writes data/spike_runs/ (runs a and b from the first step,
+branches from their snapshots); `--from-scratch` then trains every remedy from the first step of variant b into
+data/spike_runs/from_scratch/.
 
 The page writes the loss, the step, the spike rule, skip-step and clipping;
 these are the same code for the regeneration command, and the page checks
@@ -22,12 +27,14 @@ that its versions give the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from .. import imbalanced as imb
+from ..lessons.l07 import weighted_loss_from_logits  # noqa: F401  (written on the page, lesson 07 section 2)
 from .flags import flag_spikes, running_median  # noqa: F401  (running_median: the lesson's figures)
 
 DATA = dict(n_series=1400, timesteps=256, frac_series_with_anomaly=0.06, anomalies_per_series=2,
@@ -153,12 +160,6 @@ def tagger(units: int = 16, seed: int = 0) -> keras.Model:
     h = keras.layers.LSTM(units, return_sequences=True)(h)
     z = keras.layers.Dense(1)(h)
     return keras.Model(inp, z)
-
-
-def weighted_loss_from_logits(y, z, w, cap=np.inf):
-    """Element losses (B, T): w·y·softplus(−z) + (1−y)·softplus(z), each capped at `cap`."""
-    element = w * y * tf.nn.softplus(-z) + (1 - y) * tf.nn.softplus(z)
-    return tf.minimum(element, cap)
 
 
 def focal_loss_from_logits(y, z, alpha=0.25, gamma=2.0):
@@ -336,6 +337,8 @@ HOLD_STEPS = 3000            # steps kept in the state after reaching it
 MAX_STEPS_A = 7000
 STEPS_B, SNAPSHOT_B = 4000, 3000
 BRANCH_STEPS = 500
+SCRATCH_DIR = "from_scratch"   # data/spike_runs/from_scratch/: every remedy trained from the first step
+SCRATCH_STEPS = 2000
 
 
 def find_runs_dir():
@@ -373,13 +376,12 @@ def job(spec: dict) -> str:
     (from a snapshot: variant c/d from a's, or a remedy from b's). Writes <name>.npz."""
     import os
     import time
-    from pathlib import Path
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     out, seed, kind = Path(spec["out"]), spec["seed"], spec["kind"]
     snaps = out / "snapshots"
-    snaps.mkdir(parents=True, exist_ok=True)
+    (out if kind == "scratch" else snaps).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if kind == "a":
         run, reached = Run(variant_data("a", seed), seed=seed), None
@@ -394,6 +396,16 @@ def job(spec: dict) -> str:
         np.savez_compressed(snaps / f"b_s{seed}.npz", **run.state())
         run.train(STEPS_B - SNAPSHOT_B)
         name, meta = f"b_s{seed}", {"reached": reached_step(run.log["loss"])}
+    elif kind == "scratch":
+        # variant b from the first step with one remedy; clip at the 95th percentile of the gradient norms
+        # of the same seed's unremedied run over the same steps (the committed b run)
+        clip = None
+        if spec["remedy"] == "clip":
+            clip = float(np.percentile(np.load(Path(spec["runs"]) / f"b_s{seed}.npz")["grad_norm"][:SCRATCH_STEPS], 95))
+        run = Run(variant_data("b", seed), seed=seed, remedy=spec["remedy"], clip=clip)
+        run.train(SCRATCH_STEPS)
+        run.evaluate()                       # the validation PR-AUC after the last step, at eval_step SCRATCH_STEPS
+        name, meta = f"scratch_b_{spec['remedy']}_s{seed}", {"from_step": 0}
     else:
         src = spec["source"]
         state = dict(np.load(snaps / f"{src}_s{seed}.npz"))
@@ -421,16 +433,25 @@ def jobs(seeds, out) -> tuple[list, list]:
     return first, branches
 
 
+def scratch_jobs(seeds, runs) -> list:
+    """Every remedy from the first step of variant b, the cheaper windowed runs last."""
+    out = Path(runs) / SCRATCH_DIR
+    order = sorted(REMEDIES, key=lambda r: r.startswith("windows"))
+    return [dict(kind="scratch", remedy=r, seed=s, runs=str(runs), out=str(out)) for r in order for s in seeds]
+
+
 def parse_args(argv=None):
     """The command line of the regeneration, checked: --seeds (1–10 distinct seeds ≥ 0), --workers (1–8), --out."""
     import argparse
-    from pathlib import Path
     from ..workbook.committed import parse_seeds
     ap = argparse.ArgumentParser(prog="python -m helpers.spikes.asker_state",
                                  description="Regenerate lesson 07's per-step logs and snapshots (data/spike_runs/).")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0,1,2,3,4)")
     ap.add_argument("--out", default=None, help="folder to write (default: the workbook's data/spike_runs/)")
     ap.add_argument("--workers", type=int, default=2, help="processes at a time, 1-8 (default 2)")
+    ap.add_argument("--from-scratch", action="store_true",
+                    help=f"instead: every remedy from the first step of variant b, {SCRATCH_STEPS} steps, into "
+                         f"<out>/{SCRATCH_DIR}/ (needs the b runs of the same seeds in <out>)")
     a = ap.parse_args(argv)
     try:
         a.seeds = parse_seeds(a.seeds)
@@ -450,29 +471,38 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     seeds, out = a.seeds, a.out
     out.mkdir(parents=True, exist_ok=True)
-    first, branches = jobs(seeds, out)
+    if a.from_scratch:
+        missing = [f"b_s{s}.npz" for s in seeds if not (out / f"b_s{s}.npz").exists()]
+        if missing:
+            print(f"error: --from-scratch needs the b runs in {out}, missing {', '.join(missing)}: "
+                  f"run python -m helpers.spikes.asker_state first", file=sys.stderr)
+            return 2
+        phases, target = [scratch_jobs(seeds, out)], out / SCRATCH_DIR
+        target.mkdir(exist_ok=True)
+    else:
+        phases, target = list(jobs(seeds, out)), out
     from ..workbook.committed import utc_now
     t0, started = time.time(), utc_now()
     with mp.get_context("spawn").Pool(a.workers, maxtasksperchild=1) as pool:
-        for phase in (first, branches):
+        for phase in phases:
             for name in pool.imap_unordered(job, phase):
                 print(f"{time.time() - t0:7.0f} s  {name}", flush=True)
-    write_runs_provenance(out, seeds, started, utc_now(), a.workers)
+    write_runs_provenance(target, seeds, started, utc_now(), a.workers, from_scratch=a.from_scratch)
     print(f"done in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
 
 
-def write_runs_provenance(out, seeds, started, finished, workers: int = 2):
+def write_runs_provenance(out, seeds, started, finished, workers: int = 2, from_scratch: bool = False):
     """out/provenance.json: the command, versions, machine and dates of the regeneration."""
     import json
-    from pathlib import Path
     from ..workbook.committed import provenance
     command = "python -m helpers.spikes.asker_state --seeds " + ",".join(map(str, seeds))
+    command += " --from-scratch" if from_scratch else ""
     files = sorted(p.name for p in Path(out).glob("*.npz"))
     info = provenance(command, started=started, finished=finished, rows=len(files), workers=workers, runs=files,
                       data=DATA, variants=VARIANTS, remedies=REMEDIES, spike_rule=SPIKE_RULE,
                       target_loss=TARGET_LOSS, hold_steps=HOLD_STEPS, steps_b=STEPS_B, snapshot_b=SNAPSHOT_B,
-                      branch_steps=BRANCH_STEPS)
+                      branch_steps=BRANCH_STEPS, scratch_steps=SCRATCH_STEPS)
     (Path(out) / "provenance.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
 
 

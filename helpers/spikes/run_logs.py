@@ -6,11 +6,13 @@
     variant_rows(runs)             per data variant and seed: spikes per 1,000 steps, biggest jump
     biggest_spike(log, start)      the largest jump over the running median, and who carried it
     remedy_rows(runs)              per remedy and seed: spikes, final PR-AUC, event recall, clip and skip rates
+    scratch_rows(scratch)          the same per remedy and seed for the runs from the first step (from_scratch/)
     summarise(rows, key, fields)   mean, sd, min and max of fields over seeds, per key
 
 Each run is one .npz written by `python -m helpers.spikes.asker_state`; names are
 a_s{seed}, b_s{seed} (from the first step) and {source}_to_{variant}_{remedy}_s{seed}
-(branches from the snapshot of run {source}_s{seed}).
+(branches from the snapshot of run {source}_s{seed}); from_scratch/ holds scratch_b_{remedy}_s{seed}, every
+remedy trained from the first step of variant b (`--from-scratch`).
 """
 from __future__ import annotations
 
@@ -183,6 +185,30 @@ def remedy_rows(runs: dict[str, RunLog]) -> list[dict]:
                      "val_pr_auc": np.asarray(log["val_pr_auc"]), "eval_step": np.asarray(log["eval_step"]),
                      "seconds_per_step": log.meta["seconds_per_step"], "clip": log.meta.get("clip"),
                      "from_step": log.meta.get("from_step", 0)})
+    return rows
+
+
+SCRATCH_TARGET = 0.5     # validation PR-AUC whose first reaching counts as "steps to target" from the first step
+
+
+def scratch_rows(scratch: dict[str, RunLog], target: float = SCRATCH_TARGET) -> list[dict]:
+    """Per remedy and seed, for the runs from the first step of variant b (data/spike_runs/from_scratch/):
+    the first evaluated step with validation PR-AUC ≥ target (None: not within the run), the PR-AUC and event
+    recall after the last step, and spikes per 1,000 steps after step 1,000 (as variant b is counted)."""
+    rows = []
+    for name, log in sorted(scratch.items()):
+        pr, at = np.asarray(log["val_pr_auc"], np.float64), np.asarray(log["eval_step"])
+        hit = np.flatnonzero(pr >= target)
+        loss = np.asarray(log["loss"], np.float64)
+        rows.append({"remedy": log.meta["remedy"], "seed": int(log.meta["seed"]), "steps": int(len(loss)),
+                     "steps_to_target": int(at[hit[0]]) if len(hit) else None,
+                     "final_pr_auc": log.meta["final_pr_auc"], "event_recall_1fa": log.meta["event_recall_1fa"],
+                     "spikes_per_1k": spikes_per_1k(loss, 1000),
+                     "log10_median_batch_loss": float(np.log10(np.median(loss[1000:]))),
+                     "clipped_fraction": float(np.mean(log["clipped"])),
+                     "skipped_fraction": float(np.mean(log["skipped"])),
+                     "val_pr_auc": pr, "eval_step": at,
+                     "seconds_per_step": log.meta["seconds_per_step"], "clip": log.meta.get("clip")})
     return rows
 
 

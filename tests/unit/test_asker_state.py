@@ -139,3 +139,46 @@ def test_a_committed_branch_recomputed_within_the_seeds_spread():
                   resolution=1 / int(run.data.val.y.sum())).within
     provenance = json.loads((st.find_runs_dir() / "provenance.json").read_text())
     assert "a_to_d_none_s3.npz" in provenance["runs"]
+
+
+def test_from_scratch_needs_the_b_runs_and_orders_the_windows_last(tmp_path, capsys):
+    assert st.main(["--from-scratch", "--seeds", "0,1", "--out", str(tmp_path)]) == 2
+    assert "b_s0.npz, b_s1.npz" in capsys.readouterr().err
+    assert not (tmp_path / st.SCRATCH_DIR).exists()
+    planned = st.scratch_jobs([0, 1, 2, 3, 4], tmp_path)
+    assert len(planned) == len(st.REMEDIES) * 5
+    assert [j["remedy"].startswith("windows") for j in planned] == sorted(j["remedy"].startswith("windows") for j in planned)
+    assert {j["out"] for j in planned} == {str(tmp_path / st.SCRATCH_DIR)}
+
+
+def test_scratch_rows_count_after_step_1000_and_find_the_target():
+    n = 2000
+    loss = np.full(n, 0.01)
+    loss[[500, 1500]] = 1.0                       # one spike before step 1,000 (not counted), one after
+    log = run_logs.RunLog("x", {"loss": loss, "clipped": np.r_[np.ones(100), np.zeros(n - 100)], "skipped": np.zeros(n),
+                                "val_pr_auc": np.array([0.0, 0.2, 0.49, 0.5, 0.7]),
+                                "eval_step": np.array([0, 500, 1000, 1500, 2000])},
+                          {"remedy": "clip", "seed": 7, "final_pr_auc": 0.7, "event_recall_1fa": 0.5,
+                           "seconds_per_step": 0.1, "clip": 0.3})
+    row = run_logs.scratch_rows({"x": log})[0]
+    assert row["steps_to_target"] == 1500 and row["spikes_per_1k"] == pytest.approx(1.0)
+    assert row["clipped_fraction"] == pytest.approx(0.05) and row["seed"] == 7
+    assert run_logs.scratch_rows({"x": log}, target=0.9)[0]["steps_to_target"] is None
+
+
+def test_a_committed_run_from_the_first_step_recomputed_within_the_seeds_spread():
+    """Random windows from the first step, seed 3 (the notebook's runs use seeds 0-2), retrained in full."""
+    from helpers.workbook.spread import Spread
+    rows = [x for x in run_logs.scratch_rows(run_logs.load_runs(st.find_runs_dir() / st.SCRATCH_DIR))
+            if x["remedy"] == "windows_random"]
+    assert sorted(x["seed"] for x in rows) == [0, 1, 2, 3, 4]
+    run = st.Run(st.variant_data("b", 3), seed=3, remedy="windows_random")
+    run.train(st.SCRATCH_STEPS)
+    run.evaluate()
+    live = run_logs.scratch_rows({"live": run_logs.RunLog("live", run.arrays(), {
+        "remedy": "windows_random", "seed": 3, "seconds_per_step": 0.0, **run.final_metrics()})})[0]
+    assert Spread("val PR-AUC", live["final_pr_auc"], [x["final_pr_auc"] for x in rows],
+                  resolution=1 / int(run.data.val.y.sum())).within
+    assert Spread("spikes / 1,000", live["spikes_per_1k"], [x["spikes_per_1k"] for x in rows], resolution=1.0).within
+    provenance = json.loads((st.find_runs_dir() / st.SCRATCH_DIR / "provenance.json").read_text())
+    assert provenance["command"].endswith("--from-scratch") and "scratch_b_windows_random_s3.npz" in provenance["runs"]
