@@ -7,6 +7,7 @@
     biggest_spike(log, start)      the largest jump over the running median, and who carried it
     remedy_rows(runs)              per remedy and seed: spikes, final PR-AUC, event recall, clip and skip rates
     scratch_rows(scratch)          the same per remedy and seed for the runs from the first step (from_scratch/)
+    per_seed(rows, remedy, key)    {seed: value} of one remedy · wins_over_none(rows, remedy): seeds above no remedy
     summarise(rows, key, fields)   mean, sd, min and max of fields over seeds, per key
 
 Each run is one .npz written by `python -m helpers.spikes.asker_state`; names are
@@ -210,6 +211,17 @@ def scratch_rows(scratch: dict[str, RunLog], target: float = SCRATCH_TARGET) -> 
                      "val_pr_auc": pr, "eval_step": at,
                      "seconds_per_step": log.meta["seconds_per_step"], "clip": log.meta.get("clip")})
     return rows
+
+
+def per_seed(rows: list[dict], remedy: str, key: str = "final_pr_auc") -> dict:
+    """{seed: row[key]} over the rows of one remedy."""
+    return {x["seed"]: x[key] for x in rows if x["remedy"] == remedy}
+
+
+def wins_over_none(rows: list[dict], remedy: str) -> int:
+    """Seeds on which `remedy` ends with a higher final PR-AUC than no remedy, paired on the same batches."""
+    base = per_seed(rows, "none")
+    return sum(v > base[k] for k, v in per_seed(rows, remedy).items())
 
 
 def summarise(rows: list[dict], key: str, fields: tuple[str, ...]) -> dict:

@@ -182,3 +182,11 @@ def test_a_committed_run_from_the_first_step_recomputed_within_the_seeds_spread(
     assert Spread("spikes / 1,000", live["spikes_per_1k"], [x["spikes_per_1k"] for x in rows], resolution=1.0).within
     provenance = json.loads((st.find_runs_dir() / st.SCRATCH_DIR / "provenance.json").read_text())
     assert provenance["command"].endswith("--from-scratch") and "scratch_b_windows_random_s3.npz" in provenance["runs"]
+
+
+def test_per_seed_and_wins_over_none_pair_seeds():
+    rows = [{"remedy": "none", "seed": 0, "final_pr_auc": 0.5}, {"remedy": "none", "seed": 1, "final_pr_auc": 0.4},
+            {"remedy": "clip", "seed": 1, "final_pr_auc": 0.45}, {"remedy": "clip", "seed": 0, "final_pr_auc": 0.3}]
+    assert run_logs.per_seed(rows, "clip") == {1: 0.45, 0: 0.3}
+    assert run_logs.wins_over_none(rows, "clip") == 1     # paired by seed, not by order: only seed 1 is above
+    assert run_logs.wins_over_none(rows, "none") == 0
