@@ -339,6 +339,7 @@ STEPS_B, SNAPSHOT_B = 4000, 3000
 BRANCH_STEPS = 500
 SCRATCH_DIR = "from_scratch"   # data/spike_runs/from_scratch/: every remedy trained from the first step
 SCRATCH_STEPS = 2000
+SCRATCH_UNITS = 16             # the page's LSTM size; --units 64 checks it against the asker's
 
 
 def find_runs_dir():
@@ -397,15 +398,16 @@ def job(spec: dict) -> str:
         run.train(STEPS_B - SNAPSHOT_B)
         name, meta = f"b_s{seed}", {"reached": reached_step(run.log["loss"])}
     elif kind == "scratch":
-        # variant b from the first step with one remedy; clip at the 95th percentile of the gradient norms
-        # of the same seed's unremedied run over the same steps (the committed b run)
+        # variant b from the first step with one remedy; clip at the 95th percentile of the gradient norms of
+        # the same seed's unremedied run of the same size over the same steps (at 16 units: the committed b run)
         clip = None
         if spec["remedy"] == "clip":
-            clip = float(np.percentile(np.load(Path(spec["runs"]) / f"b_s{seed}.npz")["grad_norm"][:SCRATCH_STEPS], 95))
-        run = Run(variant_data("b", seed), seed=seed, remedy=spec["remedy"], clip=clip)
+            clip = float(np.percentile(np.load(spec["clip_from"])["grad_norm"][:SCRATCH_STEPS], 95))
+        units = spec.get("units", SCRATCH_UNITS)
+        run = Run(variant_data("b", seed), seed=seed, remedy=spec["remedy"], clip=clip, units=units)
         run.train(SCRATCH_STEPS)
         run.evaluate()                       # the validation PR-AUC after the last step, at eval_step SCRATCH_STEPS
-        name, meta = f"scratch_b_{spec['remedy']}_s{seed}", {"from_step": 0}
+        name, meta = f"scratch_b_{spec['remedy']}_s{seed}", {"from_step": 0, "units": units}
     else:
         src = spec["source"]
         state = dict(np.load(snaps / f"{src}_s{seed}.npz"))
@@ -433,11 +435,25 @@ def jobs(seeds, out) -> tuple[list, list]:
     return first, branches
 
 
-def scratch_jobs(seeds, runs) -> list:
-    """Every remedy from the first step of variant b, the cheaper windowed runs last."""
-    out = Path(runs) / SCRATCH_DIR
-    order = sorted(REMEDIES, key=lambda r: r.startswith("windows"))
-    return [dict(kind="scratch", remedy=r, seed=s, runs=str(runs), out=str(out)) for r in order for s in seeds]
+def scratch_dir(runs, units: int = SCRATCH_UNITS) -> Path:
+    """Where the runs from the first step go: <runs>/from_scratch/ at the page's size,
+    <runs>/from_scratch_lstm<units>/ at another."""
+    return Path(runs) / (SCRATCH_DIR if units == SCRATCH_UNITS else f"{SCRATCH_DIR}_lstm{units}")
+
+
+def scratch_jobs(seeds, runs, units: int = SCRATCH_UNITS, remedies=None) -> list:
+    """The phases of the runs from the first step of variant b, one remedy each, the cheaper windowed runs last.
+    At the page's size the clip is set from the committed b run (the same run as no remedy), so there is one phase;
+    at another size it is set from that size's own no-remedy run, so clip waits for a second phase."""
+    out = scratch_dir(runs, units)
+    order = sorted(remedies or REMEDIES, key=lambda r: r.startswith("windows"))
+    ref = (lambda s: Path(runs) / f"b_s{s}.npz") if units == SCRATCH_UNITS else (lambda s: out / f"scratch_b_none_s{s}.npz")
+    spec = lambda r, s: dict(kind="scratch", remedy=r, seed=s, units=units, runs=str(runs), out=str(out),
+                             clip_from=str(ref(s)))
+    if units == SCRATCH_UNITS:
+        return [[spec(r, s) for r in order for s in seeds]]
+    return [[spec(r, s) for r in order if r != "clip" for s in seeds],
+            [spec("clip", s) for s in seeds if "clip" in order]]
 
 
 def parse_args(argv=None):
@@ -452,7 +468,23 @@ def parse_args(argv=None):
     ap.add_argument("--from-scratch", action="store_true",
                     help=f"instead: every remedy from the first step of variant b, {SCRATCH_STEPS} steps, into "
                          f"<out>/{SCRATCH_DIR}/ (needs the b runs of the same seeds in <out>)")
+    ap.add_argument("--units", type=int, default=SCRATCH_UNITS,
+                    help=f"with --from-scratch: LSTM units (default {SCRATCH_UNITS}, the page's size; another size "
+                         f"writes <out>/{SCRATCH_DIR}_lstm<units>/ and sets its clip from its own no-remedy run)")
+    ap.add_argument("--remedies", default=None,
+                    help="with --from-scratch: comma-separated remedies (default all; clip at another size needs none)")
     a = ap.parse_args(argv)
+    if not 4 <= a.units <= 256:
+        ap.error(f"--units {a.units}: expected 4-256")
+    if (a.units != SCRATCH_UNITS or a.remedies) and not a.from_scratch:
+        ap.error("--units and --remedies go with --from-scratch")
+    if a.remedies is not None:
+        a.remedies = [r.strip() for r in a.remedies.split(",") if r.strip()]
+        unknown = sorted(set(a.remedies) - set(REMEDIES))
+        if unknown or not a.remedies:
+            ap.error(f"--remedies: unknown {', '.join(unknown) or '(none given)'}; expected some of {', '.join(REMEDIES)}")
+        if a.units != SCRATCH_UNITS and "clip" in a.remedies and "none" not in a.remedies:
+            ap.error(f"--remedies: clip at {a.units} units is set from that size's no-remedy run; add none")
     try:
         a.seeds = parse_seeds(a.seeds)
     except ValueError as e:
@@ -473,11 +505,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if a.from_scratch:
         missing = [f"b_s{s}.npz" for s in seeds if not (out / f"b_s{s}.npz").exists()]
-        if missing:
+        if missing and a.units == SCRATCH_UNITS:
             print(f"error: --from-scratch needs the b runs in {out}, missing {', '.join(missing)}: "
                   f"run python -m helpers.spikes.asker_state first", file=sys.stderr)
             return 2
-        phases, target = [scratch_jobs(seeds, out)], out / SCRATCH_DIR
+        phases, target = scratch_jobs(seeds, out, a.units, a.remedies), scratch_dir(out, a.units)
         target.mkdir(exist_ok=True)
     else:
         phases, target = list(jobs(seeds, out)), out
@@ -487,22 +519,26 @@ def main(argv=None) -> int:
         for phase in phases:
             for name in pool.imap_unordered(job, phase):
                 print(f"{time.time() - t0:7.0f} s  {name}", flush=True)
-    write_runs_provenance(target, seeds, started, utc_now(), a.workers, from_scratch=a.from_scratch)
+    write_runs_provenance(target, seeds, started, utc_now(), a.workers, from_scratch=a.from_scratch,
+                          units=a.units, remedies=a.remedies)
     print(f"done in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
 
 
-def write_runs_provenance(out, seeds, started, finished, workers: int = 2, from_scratch: bool = False):
+def write_runs_provenance(out, seeds, started, finished, workers: int = 2, from_scratch: bool = False,
+                          units: int = SCRATCH_UNITS, remedies=None):
     """out/provenance.json: the command, versions, machine and dates of the regeneration."""
     import json
     from ..workbook.committed import provenance
     command = "python -m helpers.spikes.asker_state --seeds " + ",".join(map(str, seeds))
     command += " --from-scratch" if from_scratch else ""
+    command += f" --units {units}" if units != SCRATCH_UNITS else ""
+    command += " --remedies " + ",".join(remedies) if remedies else ""
     files = sorted(p.name for p in Path(out).glob("*.npz"))
     info = provenance(command, started=started, finished=finished, rows=len(files), workers=workers, runs=files,
                       data=DATA, variants=VARIANTS, remedies=REMEDIES, spike_rule=SPIKE_RULE,
                       target_loss=TARGET_LOSS, hold_steps=HOLD_STEPS, steps_b=STEPS_B, snapshot_b=SNAPSHOT_B,
-                      branch_steps=BRANCH_STEPS, scratch_steps=SCRATCH_STEPS)
+                      branch_steps=BRANCH_STEPS, scratch_steps=SCRATCH_STEPS, units=units)
     (Path(out) / "provenance.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
 
 

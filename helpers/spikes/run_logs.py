@@ -8,12 +8,19 @@
     remedy_rows(runs)              per remedy and seed: spikes, final PR-AUC, event recall, clip and skip rates
     scratch_rows(scratch)          the same per remedy and seed for the runs from the first step (from_scratch/)
     per_seed(rows, remedy, key)    {seed: value} of one remedy · wins_over_none(rows, remedy): seeds above no remedy
+    by_size(sizes, moved_of)       the runs from the first step at several LSTM sizes, paired by remedy and seed
+    at_step(log, step)             validation PR-AUC at an evaluated step; median batch loss and spikes before it
+    judge(recomputed, live, ...)   a run trained now, judged as one more sample of the committed seeds
+    judge_at_step(recomputed, ...) the same after a given step, on at_step's quantities
+    size_table(sized)              the table of by_size: each quantity at every size, "16 → 64"
+    variant_table, jump_table      lesson 07's tables of the data variants and of each run's biggest jump
     summarise(rows, key, fields)   mean, sd, min and max of fields over seeds, per key
 
 Each run is one .npz written by `python -m helpers.spikes.asker_state`; names are
 a_s{seed}, b_s{seed} (from the first step) and {source}_to_{variant}_{remedy}_s{seed}
 (branches from the snapshot of run {source}_s{seed}); from_scratch/ holds scratch_b_{remedy}_s{seed}, every
-remedy trained from the first step of variant b (`--from-scratch`).
+remedy trained from the first step of variant b (`--from-scratch`), and from_scratch_lstm64/ the check of the
+page's 16 units against 64 (`--from-scratch --units 64`).
 """
 from __future__ import annotations
 
@@ -222,6 +229,97 @@ def wins_over_none(rows: list[dict], remedy: str) -> int:
     """Seeds on which `remedy` ends with a higher final PR-AUC than no remedy, paired on the same batches."""
     base = per_seed(rows, "none")
     return sum(v > base[k] for k, v in per_seed(rows, remedy).items())
+
+
+def by_size(sizes: dict, moved_of) -> dict:
+    """{(remedy, seed): {units: row}} for the pairs run at every size of `sizes` ({units: runs from the first step}),
+    in the order of the last size's runs. Each row is scratch_rows' with the biggest jump after step 1,000 added
+    (biggest_spike): jump_ratio, recovery_steps, jump_series_moved and jump_series_share. `moved_of(seed)`: the
+    variant-b data's flags of series whose labels are off their signal."""
+    rows = {u: {(x["remedy"], x["seed"]): x for x in scratch_rows(runs)} for u, runs in sizes.items()}
+    out = {}
+    for pair in rows[list(sizes)[-1]]:
+        if all(pair in r for r in rows.values()):
+            out[pair] = {}
+            for u, runs in sizes.items():
+                jump = biggest_spike(runs[f"scratch_b_{pair[0]}_s{pair[1]}"], 1000, moved_of(pair[1]))
+                out[pair][u] = dict(rows[u][pair], jump_ratio=jump["ratio"], recovery_steps=jump["recovery_steps"],
+                                    jump_series_moved=jump["series_moved"], jump_series_share=jump["series_share"])
+    return out
+
+
+def at_step(log, step: int) -> tuple[float, float, float]:
+    """What a run is judged on after `step` steps, so a run recomputed for fewer steps than a committed one compares
+    with the committed one at the same step: the validation PR-AUC evaluated there, and over the second half of the
+    steps the log10 of the median batch loss and the spikes per 1,000 (at 2,000 steps: scratch_rows' quantities)."""
+    at = [int(e) for e in np.asarray(log["eval_step"])]
+    if step not in at or step > len(log["loss"]):
+        raise ValueError(f"step {step} was not evaluated (evaluated: {at[:3]}...{at[-1:]}, {len(log['loss'])} steps)")
+    loss = np.asarray(log["loss"], np.float64)[:step]
+    return (float(np.asarray(log["val_pr_auc"])[at.index(step)]), float(np.log10(np.median(loss[step // 2:]))),
+            spikes_per_1k(loss, step // 2))
+
+
+def judge(recomputed, live: dict, committed: dict, seed: int, quantities: dict, label: str) -> bool:
+    """Add to `recomputed` (helpers.workbook.spread.Recomputed) a run trained now, as one more sample of the committed
+    seeds: live {key: value}, committed {seed: {key: value}}, quantities {key: (name, resolution)}. True if every
+    quantity lies within the seeds' spread (the rule of helpers/workbook/spread.py)."""
+    from ..workbook.spread import Spread
+    return recomputed.add(label, [Spread(name, live[key], [c[key] for c in committed.values()], resolution=res,
+                                         same_seed=committed[seed][key] if seed in committed else None)
+                                  for key, (name, res) in quantities.items()],
+                          title=f"{label}, trained now: one more sample of the {len(committed)} committed seeds")
+
+
+def judge_at_step(recomputed, log, committed: dict, seed: int, steps: int, *, pr_resolution: float, label: str) -> bool:
+    """judge() a run trained now after `steps` steps, on at_step's three quantities, against the committed runs
+    {seed: log} at the same step."""
+    keys = ("pr", "loss", "spikes")
+    as_dict = lambda log_: dict(zip(keys, at_step(log_, steps)))   # noqa: E731
+    return judge(recomputed, as_dict(log), {k: as_dict(c) for k, c in committed.items()}, seed, {
+        "pr": (f"val PR-AUC at {steps:,}", pr_resolution), "loss": ("log10 of the median batch loss, second half", 0.0),
+        "spikes": ("spikes / 1,000, second half", 2000.0 / steps)}, label)   # one spike in the second half, per 1,000
+
+
+SIZE_COLUMNS = {"val PR-AUC at 2,000": ("final_pr_auc", "{:.3f}"), "steps to PR-AUC 0.5": ("steps_to_target", "{:,}"),
+                "spikes / 1,000 after 1,000": ("spikes_per_1k", "{:.0f}"), "biggest jump after 1,000": ("jump_ratio", "{:.0f}×"),
+                "steps to recover": ("recovery_steps", "{}"), "its top series: labels moved?": ("jump_series_moved", "{}"),
+                "its share of the batch's loss": ("jump_series_share", "{:.0%}"), "clipped": ("clipped_fraction", "{:.1%}"),
+                "s / step (regeneration)": ("seconds_per_step", "{:.3f}")}
+
+
+def size_table(sized: dict):
+    """by_size's rows as a table: one row per remedy and seed, each quantity at every size joined by " → "."""
+    from ..workbook.tables import Table
+    units = list(next(iter(sized.values())))
+    cell = lambda v, f: "—" if v is None else f.format(v)   # noqa: E731
+    return Table(["remedy, seed"] + [f"{c}: {' → '.join(map(str, units))} units" for c in SIZE_COLUMNS],
+                 [[f"{r}, {k}"] + [" → ".join(cell(x[u][key], f) for u in units) for key, f in SIZE_COLUMNS.values()]
+                  for (r, k), x in sized.items()])
+
+
+def variant_table(variants: list[dict], by_variant: dict):
+    """One row per run of variant_rows (summarised over seeds by `by_variant`): spikes, median loss, biggest jump."""
+    from ..workbook.tables import Table
+    return Table(["run", "seeds", "steps counted", "median batch loss", "spikes / 1,000 steps (per seed)",
+                  "biggest jump × median", "biggest batch loss"],
+                 [[k, s["spikes_per_1k"][4], next(v["steps"] for v in variants if v["run"] == k),
+                   f"{s['median_batch_loss'][0]:.4f}", " / ".join(f"{v['spikes_per_1k']:.1f}" for v in variants if v["run"] == k),
+                   f"{s['biggest_ratio'][3]:.0f}", f"{s['biggest_loss'][3]:.3f}"] for k, s in by_variant.items()])
+
+
+def jump_table(variants: list[dict]):
+    """One row per run and seed of variant_rows: its biggest jump (biggest_spike) and what the log says about it."""
+    from ..workbook.tables import Table
+    rows = []
+    for r in variants:
+        b = r["biggest"]
+        rows.append([r["run"], r["seed"], b["step"], f"{b['reference']:.4f} → {b['loss']:.3f}", f"{b['ratio']:.0f}",
+                     b["series"], "yes" if b.get("series_moved") else "no", f"{b['series_share']:.0%}",
+                     f"{b['min_p_positive']:.2g}", f"{b['grad_norm']:.2f}", f"{b['update_over_lr']:.2f}", b["recovery_steps"]])
+    return Table(["run", "seed", "step", "batch loss", "× median", "series carrying most", "its labels moved?",
+                  "its share of the batch loss", "lowest p on a positive", "gradient norm", "largest update / lr",
+                  "steps to recover"], rows)
 
 
 def summarise(rows: list[dict], key: str, fields: tuple[str, ...]) -> dict:

@@ -145,10 +145,28 @@ def test_from_scratch_needs_the_b_runs_and_orders_the_windows_last(tmp_path, cap
     assert st.main(["--from-scratch", "--seeds", "0,1", "--out", str(tmp_path)]) == 2
     assert "b_s0.npz, b_s1.npz" in capsys.readouterr().err
     assert not (tmp_path / st.SCRATCH_DIR).exists()
-    planned = st.scratch_jobs([0, 1, 2, 3, 4], tmp_path)
+    phases = st.scratch_jobs([0, 1, 2, 3, 4], tmp_path)
+    assert len(phases) == 1                       # at the page's size the clip is set from the committed b run
+    planned = phases[0]
     assert len(planned) == len(st.REMEDIES) * 5
+    assert {j["clip_from"] for j in planned if j["seed"] == 2} == {str(tmp_path / "b_s2.npz")}
     assert [j["remedy"].startswith("windows") for j in planned] == sorted(j["remedy"].startswith("windows") for j in planned)
     assert {j["out"] for j in planned} == {str(tmp_path / st.SCRATCH_DIR)}
+
+
+def test_another_size_sets_its_clip_from_its_own_run_in_a_second_phase(tmp_path, capsys):
+    first, second = st.scratch_jobs([0, 1], tmp_path, units=64, remedies=["clip", "windows_centred", "none"])
+    out = tmp_path / f"{st.SCRATCH_DIR}_lstm64"
+    assert [(j["remedy"], j["seed"]) for j in first] == [("none", 0), ("none", 1), ("windows_centred", 0), ("windows_centred", 1)]
+    assert [(j["remedy"], j["clip_from"]) for j in second] == [("clip", str(out / f"scratch_b_none_s{s}.npz")) for s in (0, 1)]
+    assert {j["out"] for j in first + second} == {str(out)} and {j["units"] for j in first + second} == {64}
+    for argv, message in ((["--units", "64"], "go with --from-scratch"),
+                          (["--from-scratch", "--units", "2"], "expected 4-256"),
+                          (["--from-scratch", "--units", "64", "--remedies", "clip"], "add none"),
+                          (["--from-scratch", "--remedies", "clip,foo"], "unknown foo")):
+        with pytest.raises(SystemExit):
+            st.parse_args(argv)
+        assert message in capsys.readouterr().err
 
 
 def test_scratch_rows_count_after_step_1000_and_find_the_target():
@@ -190,3 +208,71 @@ def test_per_seed_and_wins_over_none_pair_seeds():
     assert run_logs.per_seed(rows, "clip") == {1: 0.45, 0: 0.3}
     assert run_logs.wins_over_none(rows, "clip") == 1     # paired by seed, not by order: only seed 1 is above
     assert run_logs.wins_over_none(rows, "none") == 0
+
+
+def _scratch_log(remedy, seed, loss, pr, moved_series=0):
+    n = len(loss)
+    return run_logs.RunLog(f"scratch_b_{remedy}_s{seed}", {
+        "loss": np.asarray(loss, np.float64), "clipped": np.zeros(n), "skipped": np.zeros(n),
+        "positives": np.ones(n), "min_p_positive": np.full(n, 0.5), "grad_norm": np.ones(n),
+        "max_series": np.full(n, moved_series), "max_series_loss": np.asarray(loss) * st.DATA["batch"] * 0.9,
+        "val_pr_auc": np.asarray(pr, np.float64), "eval_step": np.arange(0, n + 1, 100)},
+        {"remedy": remedy, "seed": seed, "final_pr_auc": pr[-1], "event_recall_1fa": 1.0, "seconds_per_step": 0.1})
+
+
+def test_at_step_reads_the_step_and_the_second_half_before_it():
+    loss = np.full(2000, 0.01)
+    loss[300] = loss[1500] = 1.0                    # a spike in the second half of 500 steps, one in that of 2,000
+    log = _scratch_log("none", 0, loss, np.linspace(0, 1, 21))
+    pr, med, spikes = run_logs.at_step(log, 500)
+    assert pr == pytest.approx(0.25) and med == pytest.approx(-2.0) and spikes == pytest.approx(4.0)
+    row = run_logs.scratch_rows({"x": log})[0]      # at the full length: scratch_rows' own quantities
+    assert run_logs.at_step(log, 2000) == pytest.approx((row["final_pr_auc"], row["log10_median_batch_loss"], row["spikes_per_1k"]))
+    with pytest.raises(ValueError, match="not evaluated"):
+        run_logs.at_step(log, 250)
+
+
+def test_judge_accepts_a_sample_inside_the_spread_and_refuses_one_outside():
+    from helpers.workbook.spread import Recomputed
+    recomputed = Recomputed(record=lambda *a: None)
+    committed = {0: {"q": 0.50}, 1: {"q": 0.60}, 2: {"q": 0.55}}          # sd 0.05: accepted 0.35–0.75
+    assert run_logs.judge(recomputed, {"q": 0.70}, committed, 0, {"q": ("q", 0.01)}, "inside") is True
+    assert run_logs.judge(recomputed, {"q": 0.90}, committed, 0, {"q": ("q", 0.01)}, "outside") is False
+    assert recomputed.within is False and len(recomputed.rows) == 2
+    # judged at a step: a run that learns like the committed ones passes, one that has not learned fails
+    logs = {k: _scratch_log("none", k, np.full(2000, 0.01 * (1 + k / 10)), np.linspace(0, 0.8 + k / 20, 21)) for k in (0, 1, 2)}
+    like = _scratch_log("none", 0, np.full(2000, 0.011), np.linspace(0, 0.82, 21))
+    flat = _scratch_log("none", 0, np.full(2000, 0.3), np.zeros(21))
+    assert run_logs.judge_at_step(recomputed, like, logs, 0, 1000, pr_resolution=0.01, label="like") is True
+    assert run_logs.judge_at_step(recomputed, flat, logs, 0, 1000, pr_resolution=0.01, label="flat") is False
+
+
+def test_by_size_pairs_the_runs_present_at_every_size():
+    loss = np.full(2000, 0.01)
+    loss[1500] = 0.5
+    small = {f"scratch_b_{r}_s{k}": _scratch_log(r, k, loss, np.linspace(0, 0.5, 21)) for r in ("none", "clip", "focal") for k in (0, 1)}
+    big = {f"scratch_b_{r}_s{k}": _scratch_log(r, k, loss * 2, np.linspace(0, 0.9, 21), moved_series=3)
+           for r in ("none", "clip") for k in (0, 1)}
+    sized = run_logs.by_size({16: small, 64: big}, moved_of=lambda k: np.arange(10) == 3)
+    assert sorted(sized) == [("clip", 0), ("clip", 1), ("none", 0), ("none", 1)]      # focal ran at 16 units only
+    x = sized["none", 1]
+    assert x[16]["final_pr_auc"] == pytest.approx(0.5) and x[64]["final_pr_auc"] == pytest.approx(0.9)
+    assert x[16]["jump_ratio"] == pytest.approx(50.0) and not x[16]["jump_series_moved"] and x[64]["jump_series_moved"]
+    table = run_logs.size_table(sized)
+    assert len(table.rows) == 4 and "0.500 → 0.900" in table.rows[2] and table.columns[0] == "remedy, seed"
+
+
+def test_the_64_unit_check_is_its_own_regeneration():
+    """data/spike_runs/from_scratch_lstm64/: 64 units, 2 seeds, the clip set from the 64-unit run's own gradient norms."""
+    folder = st.scratch_dir(st.find_runs_dir(), 64)
+    runs = run_logs.load_runs(folder)
+    assert {(log.meta["remedy"], log.meta["seed"]) for log in runs.values()} == {
+        (r, k) for r in ("none", "clip", "windows_centred") for k in (0, 1)}
+    assert {log.meta["units"] for log in runs.values()} == {64}
+    for k in (0, 1):
+        none64 = runs[f"scratch_b_none_s{k}"]
+        assert runs[f"scratch_b_clip_s{k}"].meta["clip"] == pytest.approx(float(np.percentile(none64["grad_norm"][:2000], 95)))
+        small = np.load(st.find_runs_dir() / f"b_s{k}.npz")["loss"][:2000]
+        assert not np.allclose(none64["loss"], small)          # another model on the same batches
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert "--units 64" in provenance["command"] and provenance["units"] == 64 and len(provenance["runs"]) == 6
