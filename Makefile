@@ -23,21 +23,14 @@ ARGS ?=
 run: $(STAMP)
 	$(PY) -m helpers.workbook.run_all $(ARGS)
 
-# Regenerate the committed data with provenance: lesson 08's example (data/examples/), lesson 02's
-# data/mnist1d_runs.csv and data/tiny_batch_runs.csv, lesson 03's data/mnist1d_inference_03.csv, lesson 04's data/long_runs.csv, lesson 05's
-# data/converged_05.csv, then lesson 07's per-step logs and snapshots, data/spike_runs/, and its runs from the first
-# step, data/spike_runs/from_scratch/ (which read the b runs the step before writes), and its check of the stand-in
-# against 2 x LSTM(64), data/spike_runs/from_scratch_lstm64/.
+# Regenerate the committed data with provenance, every table in order (python -m helpers.workbook.regenerate --list
+# names them and each one's own command): lesson 08's example (data/examples/), lesson 02's data/mnist1d_runs.csv and
+# data/tiny_batch_runs.csv, lesson 03's data/mnist1d_inference_03.csv, lesson 04's data/long_runs.csv, lesson 05's
+# data/converged_05.csv, then lesson 07's per-step logs and snapshots, data/spike_runs/, its runs from the first step,
+# data/spike_runs/from_scratch/ (which read the b runs the step before writes), and its check of the stand-in against
+# 2 x LSTM(64), data/spike_runs/from_scratch_lstm64/.
 data: $(STAMP)
-	$(PY) -m helpers.examples
-	$(PY) -m helpers.small_batches
-	$(PY) -m helpers.small_batches tiny
-	$(PY) -m helpers.bn_inference
-	$(PY) -m helpers.long_runs
-	$(PY) -m helpers.converged_runs
-	$(PY) -m helpers.spikes.asker_state
-	$(PY) -m helpers.spikes.asker_state --from-scratch
-	$(PY) -m helpers.spikes.asker_state --from-scratch --units 64 --seeds 0,1 --remedies none,windows_centred,clip
+	$(PY) -m helpers.workbook.regenerate all
 
 test: $(STAMP)
 	WORKBOOK_BUILD_DIR=$(CURDIR)/$(TEST_BUILD) $(PY) -m pytest --durations=25 --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks tests

@@ -1,5 +1,6 @@
-"""Batch normalization: a NumPy reference implementation, and tools for the
-statistics Keras keeps (reading them, recomputing them exactly: "precise BN").
+"""Batch normalization: the statistics a batch gives and the ones Keras keeps (reading them,
+recomputing them exactly: "precise BN"). The NumPy forward pass is lesson 02's `bn_forward`,
+written on its page and generated into helpers/lessons/l02.py.
 
 Shapes: x is (N, ..., C) — channels last, as Keras; statistics are taken over
 every axis but the last, so a (N, C) dense input and a (N, T, C) or
@@ -25,18 +26,6 @@ def batch_statistics(x: np.ndarray, *, unbiased: bool = False) -> tuple[np.ndarr
     mean = x.mean(axis=axes)
     var = x.var(axis=axes, ddof=1 if unbiased else 0) if (m > 1 or not unbiased) else np.full(x.shape[-1], np.nan)
     return mean, var
-
-
-def bn_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-3) -> np.ndarray:
-    """Training-mode BN: normalize with this batch's mean and *biased* variance, then scale/shift."""
-    mean, var = batch_statistics(x)
-    return gamma * (np.asarray(x, np.float64) - mean) / np.sqrt(var + eps) + beta
-
-
-def bn_inference(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, moving_mean: np.ndarray,
-                 moving_var: np.ndarray, eps: float = 1e-3) -> np.ndarray:
-    """Inference-mode BN: normalize with stored population statistics; each sample independently."""
-    return gamma * (np.asarray(x, np.float64) - moving_mean) / np.sqrt(moving_var + eps) + beta
 
 
 def moving_average_update(moving: np.ndarray, batch_value: np.ndarray, momentum: float) -> np.ndarray:

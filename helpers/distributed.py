@@ -203,7 +203,7 @@ def strategy_devices(*, replicas: int) -> list[str]:
     return list(strategy_for(replicas).extended.worker_devices)
 
 
-def build_model(kind: str = "mlp", *, hidden: int = 64, seed: int = 0, synchronized: bool = False):
+def replica_model(kind: str = "mlp", *, hidden: int = 64, seed: int = 0, synchronized: bool = False):
     """A small classifier on flat digits, (N, 64) -> (N, 10) probabilities.
 
     kind: "mlp" (Dense-ReLU-Dense, no BN, no dropout: exact equivalence holds)
@@ -227,7 +227,7 @@ def build_model(kind: str = "mlp", *, hidden: int = 64, seed: int = 0, synchroni
 
 def initial_weights(kind: str = "mlp", seed: int = 0, hidden: int = 64) -> list[np.ndarray]:
     """The starting weights every run of a comparison shares (built on one device)."""
-    return [np.asarray(w) for w in build_model(kind, hidden=hidden, seed=seed).get_weights()]
+    return [np.asarray(w) for w in replica_model(kind, hidden=hidden, seed=seed).get_weights()]
 
 
 def batches_dataset(x: np.ndarray, y: np.ndarray, sizes: Sequence[int]):
@@ -272,7 +272,7 @@ def fit_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, s
     import keras
     strategy = strategy_for(replicas)
     with strategy.scope():
-        model = build_model(kind, hidden=hidden, synchronized=synchronized)
+        model = replica_model(kind, hidden=hidden, synchronized=synchronized)
         model.set_weights(weights)
         rate = (keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=decay_steps, decay_rate=0.5)
                 if decay_steps else learning_rate)
@@ -365,7 +365,7 @@ def _sgd_model(strategy, weights, learning_rate, hidden):
     """The MLP with the shared weights and a built SGD optimizer, created under the strategy."""
     import keras
     with strategy.scope():
-        model = build_model("mlp", hidden=hidden)
+        model = replica_model("mlp", hidden=hidden)
         model.set_weights(weights)
         opt = keras.optimizers.SGD(learning_rate)
         opt.build(model.trainable_weights)
@@ -513,7 +513,7 @@ def train_for_accuracy(*, replicas: int, weights: list, x: np.ndarray, y: np.nda
     global_batch = replicas * per_replica_batch
     ds, steps_per_epoch = shuffled_epochs(x, y, global_batch=global_batch, epochs=epochs, seed=seed)
     with strategy.scope():
-        model = build_model("mlp", hidden=hidden)
+        model = replica_model("mlp", hidden=hidden)
         model.set_weights(weights)
         peak = lr_scale * base_learning_rate
         lr = (epoch_schedule(base_learning_rate, peak, steps_per_epoch=steps_per_epoch, warmup_epochs=warmup_epochs,
@@ -582,7 +582,7 @@ def multiworker_job(*, weights: list, x: np.ndarray, y: np.ndarray, sizes: Seque
               "workers": strategy.num_replicas_in_sync}
     if try_fit:
         with strategy.scope():
-            fit_model = build_model("mlp", hidden=hidden)
+            fit_model = replica_model("mlp", hidden=hidden)
             fit_model.compile(keras.optimizers.SGD(learning_rate), "sparse_categorical_crossentropy")
         try:
             fit_model.fit(batches_dataset(x, y, sizes).with_options(options), epochs=1, verbose=0, shuffle=False)

@@ -3,7 +3,7 @@
     .venv/bin/python -m helpers.examples [--epochs 3] [--out DIR]      (a step of `make data`)
 
 Writes into data/examples/ (or DIR):
-  stale_bn.keras  the digits CNN of lesson 04 (build_model(): helpers.models.small_cnn, BN momentum 0.99),
+  stale_bn.keras  the digits CNN of lesson 04 (example_cnn(): helpers.models.small_cnn, BN momentum 0.99),
                   trained for only EPOCHS epochs at batch BATCH_SIZE (135 steps at the defaults): its
                   weights have learnt, its BN moving statistics have not caught up (the known problem).
   digits.npz      x_train, y_train, x_test, y_test: the digits split of helpers.data.load_digits,
@@ -13,7 +13,7 @@ Writes into data/examples/ (or DIR):
 
 The arrays of digits.npz are exactly load_digits()'s; the trained weights are not bit-identical across
 CPUs, so tests/unit/test_examples.py checks the committed files against the provenance's hashes and the
-model's architecture against build_model(), not a regenerated model's bytes.
+model's architecture against example_cnn(), not a regenerated model's bytes.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ COMMAND = "python -m helpers.examples"
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def build_model():
+def example_cnn():
     """The example's model, untrained and compiled (Adam 1e-3, sparse categorical cross-entropy)."""
     from .models import compile_classifier, small_cnn
     return compile_classifier(small_cnn("batch", momentum=MOMENTUM, name="stale_bn"))
@@ -63,7 +63,7 @@ def make(out: str | Path | None = None, *, epochs: int = EPOCHS, command: str = 
     started = utc_now()
     digits = load_digits()
     keras.utils.set_random_seed(SEED)
-    model = build_model()
+    model = example_cnn()
     model.fit(digits.x_train, digits.y_train, epochs=epochs, batch_size=BATCH_SIZE, verbose=0, shuffle=True)
     model.save(out / MODEL_FILE)
     np.savez_compressed(out / DATA_FILE, **{k: getattr(digits, k) for k in ARRAYS})

@@ -31,7 +31,7 @@ def mean_gradient(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> np.ndarray:
     return xa.T @ output_error(xa @ W, y) / len(y)
 
 
-def accuracy(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> float:
+def softmax_accuracy(W: np.ndarray, xa: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(xa @ W, axis=1) == y))
 
 
@@ -193,7 +193,7 @@ def train_with_rule(xa, y, xa_test, y_test, *, replicas: int, per_replica_batch:
             lr = learning_rate_at(step, rule=rule, replicas=replicas, base_lr=base_lr, warmup_steps=warmup_steps)
             W -= lr * mean_gradient(W, xa[idx], y[idx])
             step += 1
-        accs.append(accuracy(W, xa_test, y_test))
+        accs.append(softmax_accuracy(W, xa_test, y_test))
     return {"global_batch": gb, "steps_per_epoch": per_epoch, "lr_per_epoch": lrs, "test_accuracy": accs}
 
 

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .batchnorm import batch_statistics, bn_inference, bn_layers, bn_train, precise_bn, preserved_bn_state
+from .batchnorm import batch_statistics, bn_layers, precise_bn, preserved_bn_state
 from .data import epoch_batches
 from .training import accuracy
 from .workbook.tables import Table
@@ -133,23 +133,18 @@ def estimator_table(values: np.ndarray, labels: np.ndarray, batch_sizes: Sequenc
 # --------------------------------------------------- the reference against Keras
 
 
-def _reference_forward(x, gamma, beta, *, training, moving_mean=None, moving_var=None, eps=1e-3):
-    if training:
-        return bn_train(x, gamma, beta, eps)
-    return bn_inference(x, gamma, beta, moving_mean, moving_var, eps)
-
-
 def numpy_vs_keras(shapes: Iterable[tuple[int, ...]], rng: np.random.Generator, eps: float = 1e-3,
                    forward: Callable | None = None) -> Table:
     """Max |NumPy - Keras| for training and inference mode on random inputs of each shape.
 
     shapes: e.g. [(16, 5)] (dense) and [(4, 6, 6, 3)] (conv, channels last).
     forward(x, gamma, beta, *, training, moving_mean, moving_var, eps) -> y: the NumPy BN
-    to compare (lesson 02 writes its own on the page; default: helpers.batchnorm's).
+    to compare (default: lesson 02's bn_forward, generated into helpers/lessons/l02.py from its cell).
     gamma, beta and the moving statistics are random too, so nothing matches by accident.
     """
     import keras
-    forward = forward or _reference_forward
+    if forward is None:
+        from .lessons.l02 import bn_forward as forward
     rows = []
     for shape in shapes:
         c = shape[-1]
@@ -264,7 +259,7 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, order: str, 
     return tf.data.Dataset.from_tensor_slices((x[idx], y[idx])).batch(batch_size), steps
 
 
-def build_model(norm: str, seed: int):
+def sweep_cnn(norm: str, seed: int):
     """The workbook's small CNN (helpers.models.small_cnn) for `norm` in "batch", "group", "layer",
     "none", "renorm", "renorm_clipped". Lesson 02 builds its models on the page instead and
     passes its builder to Sweep; this one is the default and what the unit tests use."""
@@ -304,7 +299,7 @@ class RunResult:
 class Sweep:
     """Train a model for many (norm, order, batch size) settings on one data set.
 
-    build(norm, seed) -> uncompiled Keras model (default: build_model). One model per
+    build(norm, seed) -> uncompiled Keras model (default: sweep_cnn). One model per
     normalization is built and compiled once; every run restores its initial weights
     and optimizer state, so runs of one norm start from the same point and only the
     batches differ (and no graph is traced twice). callbacks(norm, steps_total) -> a
@@ -327,7 +322,7 @@ class Sweep:
     learning_rate: float
     seed: int
     steps_per_execution: int = 100
-    build: Callable = build_model
+    build: Callable = sweep_cnn
     callbacks: Callable | None = None
     train_mode: bool = True                 # score every run in training mode as well
     results: dict = field(default_factory=dict)

@@ -118,10 +118,10 @@ def test_sweep_commands_name_a_notebook_and_its_parameters():
 
 
 def test_regenerate_commands_pass_the_argument_checks():
-    from helpers.spikes import asker_state
+    from helpers.spikes import regeneration
     prefix = "python -m helpers.spikes.asker_state"
     commands = [c for p in NOTEBOOKS for c in try_next_commands(p) if c.startswith(prefix)]
     assert commands
     for command in commands:
-        args = asker_state.parse_args(shlex.split(command)[3:])
+        args = regeneration.parse_args(shlex.split(command)[3:])
         assert args.seeds and 1 <= args.workers <= 8, command

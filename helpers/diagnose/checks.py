@@ -66,7 +66,7 @@ def gap(inputs, metric, batch_size: int, out_test=None, seed: int = 0) -> dict:
 # ---------------------------------------------------------------- gradient noise
 
 
-def loss_function(inputs, logits: bool):
+def model_loss(inputs, logits: bool):
     """The model's compiled loss when it is a single one that runs on these labels, else the loss the
     task calls for. Returns (fn(y, pred, sample_weight) -> scalar tensor, description)."""
     import keras
@@ -158,7 +158,7 @@ def noise(inputs, batch_size: int, seed: int, logits: bool, progress=None) -> tu
     if b_big <= b_small:
         return {"b_simple": None, "interval": None, "resolved": False,
                 "reason": f"x_train has only {n} examples, too few for two batch sizes"}, {}
-    loss_fn, loss_desc = loss_function(inputs, logits)
+    loss_fn, loss_desc = model_loss(inputs, logits)
     rng = np.random.default_rng(seed)
     y = inputs.train.loss_y
     small = batch_gradient_sq_norms(inputs.model, loss_fn, inputs.x_train, y, inputs.sample_weight_train,

@@ -4,6 +4,20 @@ Don't edit it directly: edit the notebook's cells tagged "lesson-code" and run t
 (`--check` fails while the two disagree). Each block says which section and cell defined it.
 """
 import keras
+import numpy as np
+
+
+# notebooks/02_batchnorm_small_batches.ipynb, 1. BN from scratch, checked against Keras (cell a02bnfwd)
+def bn_forward(x, gamma, beta, *, training, moving_mean=None, moving_var=None, eps=1e-3):
+    """BN of x (N, ..., C), channels last. training=True: this batch's statistics over every
+    axis but the last (biased variance); training=False: the stored moving statistics."""
+    x = np.asarray(x, np.float64)
+    if training:
+        axes = tuple(range(x.ndim - 1))          # (N,) for dense, (N, H, W) for 2-D conv
+        mean, var = x.mean(axis=axes), x.var(axis=axes)   # var divides by the count
+    else:
+        mean, var = moving_mean, moving_var
+    return gamma * (x - mean) / np.sqrt(var + eps) + beta
 
 
 # notebooks/02_batchnorm_small_batches.ipynb, 3. What Keras really stores (cell a02bldc)

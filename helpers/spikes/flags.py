@@ -4,7 +4,6 @@
     running_median_ratio(values, ...)   values[k] / ref[k]
     jumps_above_median(values, ...)     values[k] - ref[k]
     flag_spikes(values, ...)            ratio ≥ `ratio` AND jump ≥ `min_jump`
-    wilson_interval(k, n)               95% interval for a fraction of seeds
 
 The lesson shows its own flagging rule on the page; these functions are the
 same rule for the sweeps, unit-tested against it.
@@ -53,9 +52,3 @@ def flag_spikes(values: np.ndarray, *, window: int = 10, ratio: float = 3.0,
     r = running_median_ratio(v, window)
     with np.errstate(invalid="ignore"):
         return np.isfinite(r) & (r >= ratio) & (v - ref >= min_jump)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial fraction successes/n ((0, 1) when n = 0)."""
-    from ..workbook.spread import wilson_interval as interval
-    return (0.0, 1.0) if n == 0 else interval(successes / n, n, z)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from helpers.spikes import asker_state as st
+from helpers.spikes import regeneration as regen
 from helpers.spikes import run_logs
 from helpers.spikes.flags import flag_spikes
 
@@ -65,8 +66,8 @@ def test_centred_windows_keep_the_positives_and_raise_the_share():
 
 def test_reached_step():
     loss = np.r_[np.full(100, 0.05), np.full(100, 0.001)]
-    assert st.reached_step(loss) == 126                      # the median of 50 flips when 26 are low
-    assert st.reached_step(np.full(80, 0.05)) is None
+    assert regen.reached_step(loss) == 126                      # the median of 50 flips when 26 are low
+    assert regen.reached_step(np.full(80, 0.05)) is None
 
 
 def test_snapshot_round_trip_and_skip_step():
@@ -145,7 +146,7 @@ def test_from_scratch_needs_the_b_runs_and_orders_the_windows_last(tmp_path, cap
     assert st.main(["--from-scratch", "--seeds", "0,1", "--out", str(tmp_path)]) == 2
     assert "b_s0.npz, b_s1.npz" in capsys.readouterr().err
     assert not (tmp_path / st.SCRATCH_DIR).exists()
-    phases = st.scratch_jobs([0, 1, 2, 3, 4], tmp_path)
+    phases = regen.scratch_jobs([0, 1, 2, 3, 4], tmp_path)
     assert len(phases) == 1                       # at the page's size the clip is set from the committed b run
     planned = phases[0]
     assert len(planned) == len(st.REMEDIES) * 5
@@ -155,7 +156,7 @@ def test_from_scratch_needs_the_b_runs_and_orders_the_windows_last(tmp_path, cap
 
 
 def test_another_size_sets_its_clip_from_its_own_run_in_a_second_phase(tmp_path, capsys):
-    first, second = st.scratch_jobs([0, 1], tmp_path, units=64, remedies=["clip", "windows_centred", "none"])
+    first, second = regen.scratch_jobs([0, 1], tmp_path, units=64, remedies=["clip", "windows_centred", "none"])
     out = tmp_path / f"{st.SCRATCH_DIR}_lstm64"
     assert [(j["remedy"], j["seed"]) for j in first] == [("none", 0), ("none", 1), ("windows_centred", 0), ("windows_centred", 1)]
     assert [(j["remedy"], j["clip_from"]) for j in second] == [("clip", str(out / f"scratch_b_none_s{s}.npz")) for s in (0, 1)]
@@ -165,7 +166,7 @@ def test_another_size_sets_its_clip_from_its_own_run_in_a_second_phase(tmp_path,
                           (["--from-scratch", "--units", "64", "--remedies", "clip"], "add none"),
                           (["--from-scratch", "--remedies", "clip,foo"], "unknown foo")):
         with pytest.raises(SystemExit):
-            st.parse_args(argv)
+            regen.parse_args(argv)
         assert message in capsys.readouterr().err
 
 

@@ -149,7 +149,7 @@ def test_one_device_fit_is_plain_sgd():
     x, y = _data(16)
     w0 = dist.initial_weights("mlp", seed=0, hidden=8)
     out = dist.fit_weights(replicas=1, weights=w0, x=x, y=y, sizes=[16], learning_rate=0.1, hidden=8)
-    model = dist.build_model("mlp", hidden=8)
+    model = dist.replica_model("mlp", hidden=8)
     model.set_weights(w0)
     with tf.GradientTape() as tape:
         loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, model(x)))
@@ -207,9 +207,9 @@ def test_run_in_child_returns_the_result_and_propagates_errors():
                           base_lr=0.1, warmup_steps=0)
 
 
-def test_build_model_rejects_unknown_kind():
+def test_replica_model_rejects_unknown_kind():
     with pytest.raises(ValueError):
-        dist.build_model("resnet")
+        dist.replica_model("resnet")
 
 
 def test_sweep_keeps_the_fastest_rate_that_always_reaches_the_target():

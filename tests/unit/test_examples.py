@@ -32,8 +32,10 @@ def test_committed_files_match_their_provenance(info):
 
 def test_provenance_names_the_command_and_the_machine(info):
     assert info["command"] == ex.COMMAND
+    from helpers.workbook.regenerate import TABLES
     data_target = re.search(r"^data:.*?(?=^\S|\Z)", (REPO_ROOT / "Makefile").read_text(), re.M | re.S).group(0)
-    assert "-m helpers.examples" in data_target, "`make data` regenerates the examples"
+    assert "-m helpers.workbook.regenerate all" in data_target and TABLES["examples"][0] == "helpers.examples", \
+        "`make data` regenerates the examples"
     assert (info["seed"], info["epochs"], info["batch_size"], info["momentum"]) == \
            (ex.SEED, ex.EPOCHS, ex.BATCH_SIZE, ex.MOMENTUM)
     assert {"tensorflow", "keras", "numpy", "python", "started_utc", "machine", "cpu_model", "cpu_flags",
@@ -57,7 +59,7 @@ def test_model_has_the_architecture_the_command_builds(info):
     BN momentum and the number of training steps."""
     import keras
     stored = keras.saving.load_model(EXAMPLES / ex.MODEL_FILE)
-    built = ex.build_model()
+    built = ex.example_cnn()
     assert [type(l).__name__ for l in stored.layers] == [type(l).__name__ for l in built.layers]
     assert [w.shape for w in stored.weights] == [w.shape for w in built.weights]
     assert stored.count_params() == built.count_params() == info["parameters"]

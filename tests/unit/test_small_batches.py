@@ -56,7 +56,7 @@ def test_estimator_table_columns_and_correction():
 
 
 def test_dense_bn_output_is_plus_minus_one_at_batch_two_conv_bn_is_not(digits):
-    model = sb.build_model("batch", seed=0)
+    model = sb.sweep_cnn("batch", seed=0)
     before = [np.asarray(v).copy() for l in sb.bn_layers(model) for v in l.non_trainable_variables]
     table = sb.bn_output_signs(model, digits.x_test[:2])
     assert table.column("values per channel") == [2 * 8 * 8, 2 * 4 * 4, 2]
@@ -96,7 +96,7 @@ def test_keras_stores_biased_variance():
 
 
 def test_sample_counts_and_scaling_restore(digits):
-    model = sb.build_model("batch", seed=0)
+    model = sb.sweep_cnn("batch", seed=0)
     assert sb.bn_sample_counts(model, 2) == [2 * 8 * 8, 2 * 4 * 4, 2]
     layer = sb.bn_layers(model)[-1]
     before = np.asarray(layer.moving_variance).copy()
@@ -107,7 +107,7 @@ def test_sample_counts_and_scaling_restore(digits):
 
 def test_accuracy_on_batches_scores_the_batches_it_builds(digits):
     import keras
-    model = sb.build_model("batch", seed=0)
+    model = sb.sweep_cnn("batch", seed=0)
     x, y = digits.x_test[:41], digits.y_test[:41]
     before = [np.asarray(v).copy() for l in sb.bn_layers(model) for v in l.non_trainable_variables]
     for order in ("iid", "grouped"):
@@ -185,7 +185,7 @@ def test_sweep_uses_the_given_builder_and_callbacks(digits):
 
     def build(norm, seed):
         built.append((norm, seed))
-        return sb.build_model("batch", seed)
+        return sb.sweep_cnn("batch", seed)
 
     class Count(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
