@@ -363,5 +363,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from helpers.spikes.regeneration import main as _regenerate
-    raise SystemExit(_regenerate())
+    raise SystemExit(main())
