@@ -25,11 +25,11 @@ Topic modules teach (import them where a lesson needs them):
 """
 from .workbook.checks import ClaimFailed, check
 from .workbook.environment import Run, setup
-from .workbook.findings import load_findings, record, show_findings
+from .workbook.findings import load_findings, record, record_many, show_findings
 from .workbook.params import (Bool, Choice, Float, FloatList, Int, IntList, ListOf,
                               ParameterError, Text, check_cost, check_relation, validate)
 from .workbook.tables import Table
 
-__all__ = ["setup", "Run", "record", "show_findings", "load_findings", "check", "ClaimFailed",
+__all__ = ["setup", "Run", "record", "record_many", "show_findings", "load_findings", "check", "ClaimFailed",
            "Int", "Float", "Bool", "Choice", "ListOf", "IntList", "FloatList",
            "Text", "ParameterError", "check_relation", "check_cost", "validate", "Table"]

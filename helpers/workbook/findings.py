@@ -98,6 +98,23 @@ def record(name: str, value: Any) -> Any:
     return value
 
 
+def record_many(values: dict[str, Any]) -> dict[str, Any]:
+    """Store several findings at once (a section's, in one call) and return them unchanged.
+
+    Every name and value is validated before any is stored, so a bad entry stores none of them."""
+    if _current is None:
+        raise RuntimeError("record_many() needs setup(...) to have run first in this notebook")
+    if not isinstance(values, dict):
+        raise TypeError(f"record_many() takes a dict of name: value, got {type(values).__name__}")
+    bad = [n for n in values if not isinstance(n, str) or not n.isidentifier()]
+    if bad:
+        raise ValueError(f"finding names are identifiers, got {bad[0]!r}")
+    converted = {name: _jsonable(name, value) for name, value in values.items()}
+    _current["findings"].update(converted)
+    _write(findings_path(_current["notebook"]))
+    return values
+
+
 def current_findings() -> dict:
     return dict(_current["findings"]) if _current else {}
 

@@ -78,3 +78,17 @@ def test_lists_and_str_keyed_dicts_of_numbers_are_findings(build):
     findings.record("points", [1, 2.5, np.int64(3)])
     stored = findings.load_findings("07_example")["findings"]
     assert stored == {"per_batch": {"4": 0.91, "1438": 0.9, "bad": None}, "points": [1, 2.5, 3]}
+
+
+def test_record_many_stores_a_section_at_once_and_all_or_nothing(build):
+    findings.start_findings("07_example", 0, {})
+    values = {"a": 1, "b": [0.5, 0.25], "c": "focal"}
+    assert findings.record_many(values) is values
+    assert findings.load_findings("07_example")["findings"] == {"a": 1, "b": [0.5, 0.25], "c": "focal"}
+    with pytest.raises(ValueError, match="identifiers"):
+        findings.record_many({"d": 2, "not a name": 3})
+    with pytest.raises(TypeError, match="number, bool or str"):
+        findings.record_many({"e": 4, "arr": {1, 2}})
+    with pytest.raises(TypeError, match="dict"):
+        findings.record_many([("f", 5)])
+    assert findings.load_findings("07_example")["findings"] == {"a": 1, "b": [0.5, 0.25], "c": "focal"}
