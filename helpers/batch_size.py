@@ -219,3 +219,81 @@ def plot_steps_to_target(ax, per_batch: dict, fit: dict, model_name: str):
     ax.plot(grid, fit["s_min"] * (1 + fit["b_crit"] / grid), "-", color="C0",
             label=f"fit S_min(1 + B_crit/B): B_crit = {fit['b_crit']:.0f}")
     return grid
+
+
+def plot_regimes(regimes: dict, finding: str) -> None:
+    """Lesson 01, section 2: the training loss of each RegimeRun ({name: run}) against epochs, optimizer steps
+    and training seconds, one panel each; `finding` is the figure's title."""
+    import matplotlib.pyplot as plt
+    from .workbook.plotting import figure
+    fig, axes = figure(3, finding=finding)
+    for name, r in regimes.items():
+        for ax, x in zip(axes, [r.epochs, r.steps, r.seconds]):
+            ax.plot(x, r.loss, marker="o", ms=3, label=name)
+    axes[0].set(xlabel="epochs (passes over the data)", ylabel="training loss (cross-entropy)")
+    axes[1].set(xlabel="optimizer steps", xscale="symlog")
+    axes[2].set(xlabel="training time on this machine (s)")
+    axes[0].legend()
+    plt.show()
+
+
+def regime_table(regimes: dict, n_examples: int):
+    """Lesson 01, section 2: one row per RegimeRun ({name: run}): batch, rate, steps per epoch, epochs and
+    steps run, final training loss and training seconds per epoch."""
+    from .workbook.tables import Table
+    return Table(["run", "batch", "learning rate", "steps per epoch", "epochs", "steps", "final training loss",
+                  "seconds per epoch"],
+                 [[name, r.batch_size, r.learning_rate, steps_per_epoch(n_examples, r.batch_size),
+                   round(float(r.epochs[-1]), 3), int(r.steps[-1]), float(r.loss[-1]), r.seconds_per_epoch]
+                  for name, r in regimes.items()])
+
+
+def show_steps_to_target(per_batch: dict, fit: dict, model_name: str, target: float, *, finding: str, ylim,
+                         noise_scales: dict | None = None) -> None:
+    """Lesson 01, sections 5 and 6: plot_steps_to_target in a figure of its own, log-log, titled `finding`;
+    for each predicted noise scale ({name: B}) the curve S_min(1 + B/B_batch) it predicts, dashed."""
+    import matplotlib.pyplot as plt
+    from .workbook.plotting import figure
+    fig, ax = figure(width=7.5, height=4.5, finding=finding)
+    grid = plot_steps_to_target(ax, per_batch, fit, model_name)
+    for (name, scale), style in zip((noise_scales or {}).items(), ("--", "-.", ":")):
+        ax.plot(grid, fit["s_min"] * (1 + scale / grid), style, color="0.3",
+                label=f"predicted by {name} = {scale:.0f}: S_min(1 + {name}/B)")
+    ax.set(xscale="log", yscale="log", xlabel="batch size B (examples)", ylabel=f"steps to training loss {target}",
+           ylim=ylim)
+    ax.legend(fontsize=7, loc="upper right")
+    plt.show()
+
+
+def tuned_rate_table(per_batch: dict, rates: dict, n_examples: int, target: float, extra: dict | None = None):
+    """Lesson 01, sections 5 and 6: one row per batch size at its tuned rate. per_batch: the
+    {B: {"steps": [steps or None per seed], "acc": [test accuracies]}} of gradient_noise.at_tuned_rates;
+    rates: {B: tuned rate}; extra: more columns {header: {B: value}}, shown after the noise temperature.
+    A run that never reached the target counts as infinite in the median."""
+    from .workbook.tables import Table
+    extra = extra or {}
+    rows = []
+    for b, v in per_batch.items():
+        steps = [s or np.inf for s in v["steps"]]
+        med = float(np.median(steps))
+        acc = f"{np.mean(v['acc']):.3f} ± {np.std(v['acc'], ddof=1):.3f}" if len(v["acc"]) > 1 else "-"
+        rows.append([b, rates[b], rates[b] * n_examples / b, *(column[b] for column in extra.values()),
+                     f"{med:.0f} ({min(steps):.0f}–{max(steps):.0f})", f"{sum(1 for s in v['steps'] if s)}/{len(steps)}",
+                     f"{med * b:,.0f} ({med * b / n_examples:.2f})", acc])
+    return Table(["batch", "tuned rate", "noise temperature ε·N/B", *extra,
+                  "steps to the target, fresh seeds: median (min–max)", "fresh seeds reaching the target",
+                  f"examples (epochs) to loss {target}", "test accuracy at the target (mean ± sd)"], rows)
+
+
+def median_steps_table(runs: dict, batch_sizes, rates, seeds):
+    """Lesson 01, section 6: the median over `seeds` of the steps to the target of every (batch size, rate) of a
+    tuned_rate_sweep ({(B, rate, seed): TargetRun}); "inf" where most runs did not reach it, "–" where every run
+    diverged."""
+    from .workbook.tables import Table
+
+    def median(b, r):
+        if all(runs[(b, r, s)].steps is None and runs[(b, r, s)].stopped_at is None for s in seeds):
+            return "–"
+        return f"{np.median([runs[(b, r, s)].steps or np.inf for s in seeds]):.0f}"
+    return Table(["batch"] + [f"rate {r:.2g}" for r in rates], [[b] + [median(b, r) for r in rates] for b in batch_sizes],
+                 title="median steps to the target on the tuning seeds (inf: not reached on most seeds; –: diverged on every seed)")

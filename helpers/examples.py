@@ -14,6 +14,10 @@ Writes into data/examples/ (or DIR):
 The arrays of digits.npz are exactly load_digits()'s; the trained weights are not bit-identical across
 CPUs, so tests/unit/test_examples.py checks the committed files against the provenance's hashes and the
 model's architecture against example_cnn(), not a regenerated model's bytes.
+
+Also the plumbing lesson 08's page calls, kept off the page (none of it shares code with helpers.diagnose,
+the tool the page tests): notebook_headings, average_precision, nested_layers, applied_statistics_gap,
+plot_stored_against_exact.
 """
 from __future__ import annotations
 
@@ -74,6 +78,68 @@ def make(out: str | Path | None = None, *, epochs: int = EPOCHS, command: str = 
                       files={name: file_record(out / name) for name in (MODEL_FILE, DATA_FILE)})
     (out / PROVENANCE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return info
+
+
+def notebook_headings(notebook: str) -> set[str]:
+    """The markdown headings ("## 2. Title" -> "2. Title") of notebooks/<notebook> in this workbook; an
+    empty set when there is no such notebook (so a link to it names no section)."""
+    from .workbook.findings import REPO_ROOT
+    path = REPO_ROOT / "notebooks" / notebook
+    if not path.is_file():
+        return set()
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return {line.lstrip("#").strip() for c in cells if c["cell_type"] == "markdown"
+            for line in "".join(c["source"]).splitlines() if line.startswith("#")}
+
+
+def average_precision(y, score) -> float:
+    """PR-AUC of binary labels y against scores (any equal shapes, e.g. (N, T) per-step labels): precision at
+    each distinct score threshold, weighted by the recall gained there; tied scores form one threshold."""
+    import numpy as np
+    order = np.argsort(-score.ravel(), kind="stable")
+    hits, ranked = y.ravel()[order].astype(np.float64), score.ravel()[order]
+    last = np.r_[ranked[1:] != ranked[:-1], True]                      # the last step of each tied group
+    tp, seen = np.cumsum(hits)[last], np.arange(1, len(hits) + 1)[last]
+    return float(np.sum(tp / seen * np.diff(np.r_[0.0, tp])) / max(hits.sum(), 1.0))
+
+
+def nested_layers(model):
+    """Every layer of a Keras model, depth first, nested models' layers after the nested model itself."""
+    for layer in getattr(model, "layers", []) or []:
+        yield layer
+        yield from nested_layers(layer)
+
+
+def applied_statistics_gap(model, exact) -> float:
+    """How far `model`'s BN layers are from applying the statistics of `exact` (the same architecture): per layer,
+    the 90th percentile over channels of max(|ln divisor ratio|, |mean shift| in units of the exact divisor), with
+    divisor sqrt(moving_variance + eps); the largest over layers (0.0 without BN layers)."""
+    import numpy as np
+    from .batchnorm import bn_layers
+    worst = 0.0
+    for la, lb in zip(bn_layers(model), bn_layers(exact)):
+        da = np.sqrt(la.moving_variance.numpy() + la.epsilon)
+        db = np.sqrt(lb.moving_variance.numpy() + lb.epsilon)
+        shift = np.abs(la.moving_mean.numpy() - lb.moving_mean.numpy()) / db
+        worst = max(worst, float(np.quantile(np.maximum(np.abs(np.log(da / db)), shift), 0.9)))
+    return worst
+
+
+def plot_stored_against_exact(layer: str, stored, exact, error_p90: float, off: bool):
+    """Lesson 08's widget: one BN layer's stored moving variance + eps against the exact variance + eps of its
+    input, one dot per channel (arrays of shape (channels,)), log-log, with the diagonal and the band where the
+    divisor sqrt(var + eps) is within ±10 %. Returns (fig, ax)."""
+    import numpy as np
+    from .workbook.plotting import figure
+    fig, ax = figure(finding=f"{layer}: error p90 {error_p90:.2f} — " + ("OFF" if off else "within 10 %"))
+    ax.loglog(exact, stored, "o", ms=4, alpha=0.6)
+    line = np.geomspace(min(exact.min(), stored.min()), max(exact.max(), stored.max()), 50)
+    ax.plot(line, line, "k-", lw=1)
+    ax.fill_between(line, line * 0.9**2, line * 1.1**2, color="tab:green", alpha=0.15, label="divisor within ±10 %")
+    ax.set_xlabel("exact variance of the layer's input + eps (x_train)")
+    ax.set_ylabel("stored moving variance + eps")
+    ax.legend()
+    return fig, ax
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -407,3 +407,25 @@ def at_tuned_rates(runs: dict, rates: dict, seeds) -> dict:
     "acc": [test accuracy of every run that reached the target]}}. Works for StepsToTarget and TargetRun."""
     return {b: dict(steps=[runs[(b, r, s)].steps for s in seeds],
                     acc=[runs[(b, r, s)].test_accuracy for s in seeds if runs[(b, r, s)].steps]) for b, r in rates.items()}
+
+
+def grid_reaches_divergence(runs: dict, batch_size: int, rates, seeds) -> bool:
+    """Whether some rate of the grid diverged on some seed at this batch size (steps None and not stopped short,
+    as StepsToTarget and TargetRun record it): the grid reaches past the edge, so it brackets the tuned rate."""
+    return any(runs[(batch_size, r, s)].steps is None and runs[(batch_size, r, s)].stopped_at is None
+               for r in rates for s in seeds)
+
+
+def plot_gradient_noise(noise: GradientNoise, batches_per_size: int, finding: str) -> None:
+    """Lesson 01, section 3: the measured E|g_B − G|² (±2 standard errors) against batch size, log-log, over the
+    theory tr(Σ)/B·(N−B)/N; `finding` is the title."""
+    import matplotlib.pyplot as plt
+    from .workbook.plotting import figure
+    fig, ax = figure(finding=finding)
+    b_grid = np.geomspace(min(noise.batch_sizes), max(noise.batch_sizes), 100)
+    ax.plot(b_grid, noise.theory(b_grid), color="0.5", label="theory: tr(Σ)/B · (N−B)/N")
+    ax.errorbar(noise.batch_sizes, noise.variance, yerr=2 * noise.variance_stderr, fmt="o", color="C3",
+                label=f"measured, {batches_per_size} batches per size (±2 s.e.)")
+    ax.set(xscale="log", yscale="log", xlabel="batch size B (examples)", ylabel="E|g_B − G|²")
+    ax.legend()
+    plt.show()

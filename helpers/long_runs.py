@@ -1,8 +1,8 @@
 """Lesson 04's long runs as a committed table: data/long_runs.csv, one row per evaluated epoch.
 
-Section 3 of lesson 04 trains six networks for `long_epochs` epochs (clean labels; dropout + L2; noisy
+Sections 2–3 of lesson 04 train six networks for `long_epochs` epochs (clean labels; dropout + L2; noisy
 labels, and on the same noisy labels the controls: GroupNorm, no normalization, BN + dropout + L2) and
-splits the reported gap into BN mode mismatch and overfitting every few epochs.
+split the reported gap into BN mode mismatch and overfitting every few epochs.
 That is most of the lesson's run time, so the default run reads the rows from the table and
 retrains only the first evaluated epochs of the clean run. A retrained row is one more sample of a
 chaotic run: it is judged by the committed seeds' spread (helpers.workbook.spread), not by the row of
@@ -10,7 +10,11 @@ its own seed. The runs themselves are the lesson's own code: the table is made b
 
     LongRuns(mode, settings)          the runs of one notebook run: committed, live or regenerate;
                                       .spreads(run, row) judges one retrained row by the committed seeds,
-                                      .judge_trained(recomputed, ...) every row of the runs trained here
+                                      .judge_trained(recomputed, ...) every row of the runs trained here,
+                                      .judge_and_save(...) that, then their rows written (modes live, regenerate),
+                                      .creep_samples(...) creep_summary per committed seed, and this run
+    gap_creep, creep_summary          how one seed's noisy BN run's gap creeps after its warm-up
+    creep_table, noisy_runs_table, plot_creep   the lesson's tables and figure of the creep
     read_table(path)                  {(settings, run): (rows, validation at end, after precise BN)}
     row_spreads(row, seeds_rows, n_train, n_val)   one evaluated epoch's five quantities, judged
     python -m helpers.long_runs [--seeds 0,1,2] [--out data/long_runs.csv]
@@ -164,6 +168,84 @@ class LongRuns:
         committed.start_table(path, COLUMNS)
         committed.append_rows(path, COLUMNS, self.rows())
         return path
+
+    def judge_and_save(self, recomputed, n_train: int, n_val: int, build: Path) -> str:
+        """After every run: judge the runs trained here (judge_trained, its table shown when there is one), write
+        them as table rows under `build` (rows_path) unless the mode is "committed", and return the names of the
+        rows compared, for the finding long_run_rows_compared."""
+        judged = self.judge_trained(recomputed, n_train, n_val)
+        if judged is not None:
+            from IPython.display import display
+            display(judged)
+        if self.mode != "committed":
+            print("the runs trained here, as table rows:", self.save(rows_path(build, int(self.settings["seed"]))))
+        return ", ".join(sorted(self.compared) or list(recomputed.rows))
+
+    def creep_samples(self, runs: dict, clean, labels: dict, seed: int) -> tuple[dict, dict]:
+        """(samples, over): creep_summary of each committed seed's noisy runs and clean run, plus this notebook's runs
+        (`runs` {name: (rows, at end, after precise BN)}, `clean` rows) as one more sample when they were trained
+        here. `over` holds the committed seeds only, or this run when the table has none: the means are over it."""
+        table_seeds = sorted(self.seeds_entries("noisy_labels"))
+        samples = {f"seed {s}": creep_summary({n: self.seeds_entries(n)[s] for n in labels},
+                                              self.seeds_entries("plain")[s][0], labels) for s in table_seeds}
+        over = dict(samples) or {f"seed {seed}": creep_summary(runs, clean, labels)}
+        if "noisy_labels" in self.trained:
+            samples[f"seed {seed}, trained now"] = creep_summary(runs, clean, labels)
+        return samples, over
+
+
+def gap_creep(noisy, plain) -> tuple[int, float, float, float]:
+    """How the noisy BN run's reported gap creeps. noisy, plain: rows (n, 6) of the noisy and the clean run, the same
+    evaluated epochs. Returns (index of the warm-up's end: the first evaluated epoch whose BN mode mismatch is within
+    5 points, the reported gap's growth from there to the last epoch, the clean run's growth over the same epochs,
+    the largest later |BN mode mismatch|)."""
+    warmed = np.abs(noisy[:, 2]) <= 0.05
+    warm = int(np.argmax(warmed)) if warmed.any() else len(noisy) - 1
+    return (warm, float(noisy[-1, 4] - noisy[warm, 4]), float(plain[-1, 4] - plain[warm, 4]),
+            float(np.max(np.abs(noisy[warm + 1:, 2]), initial=0)))
+
+
+def creep_summary(runs: dict, clean, labels: dict) -> dict:
+    """One sample (one seed's noisy runs {name: (rows, validation at end, after precise BN)} and its clean run's rows):
+    the quantities lesson 04's claims about the creeping gap read. labels: {run name: its label}, "noisy_labels"
+    (BN), "noisy_groupnorm", "noisy_nonorm" and "noisy_regularized" among them."""
+    bn, at_end, precise = runs["noisy_labels"]
+    warm, _, clean_growth, mode_after = gap_creep(bn, clean)
+    return {**{f"growth, {labels[n]}": float(r[-1, 4] - r[warm, 4]) for n, (r, *_) in runs.items()},
+            "growth, BN, clean labels": clean_growth, "BN: largest |mode mismatch| after warm-up": mode_after,
+            "BN: overfitting ÷ reported gap, at the end": bn[-1, 3] / bn[-1, 4],
+            "no normalization: fit accuracy at the end": runs["noisy_nonorm"][0][-1, 1],
+            "final gap, BN − (BN + dropout + L2)": bn[-1, 4] - runs["noisy_regularized"][0][-1, 4],
+            "precise BN at the end: validation gain (BN)": precise - at_end, "… ÷ final gap": (precise - at_end) / bn[-1, 4]}
+
+
+def creep_table(samples: dict, over: dict, *, title: str) -> Table:
+    """One row per creep_summary quantity, one column per sample, and a last column: mean ± sd over `over`."""
+    from .workbook.spread import spread_summary
+    names = list(next(iter(over.values())))
+    return Table(["noisy labels"] + list(samples) + [f"over {len(over)} seeds"],
+                 [[n] + [v[n] for v in samples.values()] + [spread_summary(v[n] for v in over.values())] for n in names],
+                 title=title, digits=3)
+
+
+def noisy_runs_table(runs: dict, labels: dict, warm: int, *, title: str) -> Table:
+    """This seed's noisy runs {name: (rows, at end, after precise BN)}: the reported gap at the warm-up's end (row
+    index `warm`) and at the last epoch, its growth, and the end's BN mode mismatch, fit and validation accuracy."""
+    first = next(iter(runs.values()))[0]
+    return Table(["noisy labels, this seed", f"gap at epoch {first[warm, 0]:.0f}", f"… at {first[-1, 0]:.0f}", "growth",
+                  "BN mode mismatch at the end", "fit accuracy at the end", "validation at the end", "… after precise BN"],
+                 [[labels[n], r[warm, 4], r[-1, 4], float(r[-1, 4] - r[warm, 4]), r[-1, 2], r[-1, 1], at_end, precise]
+                  for n, (r, at_end, precise) in runs.items()], title=title)
+
+
+def plot_creep(runs: dict, labels: dict, clean, warm: int, *, finding: str) -> None:
+    """The reported gap over the epochs of each noisy run {name: (rows, ...)} (legend: labels[name]) and of the clean
+    run's rows (dotted), with a grey line at the end of the BN run's ("noisy_labels") warm-up, its row index `warm`."""
+    from .running_stats import plot_lines
+    first = runs["noisy_labels"][0]
+    plot_lines({**{labels[n]: (r[:, 0], r[:, 4]) for n, (r, *_) in runs.items()}, "BN, clean labels": (clean[:, 0], clean[:, 4], "k:")},
+               vline=first[warm, 0], width=8, finding=finding, xlabel="epoch (grey line: end of the BN run's warm-up)",
+               ylabel="reported gap, fit − validation")
 
 
 def rows_path(build: Path, seed: int) -> Path:

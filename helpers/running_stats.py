@@ -193,8 +193,8 @@ def single_update_errors(model, x, *, batch_sizes, momentums, draws: int = 30, s
     with a random batch of b samples of x at the given momentum, and measure the
     relative error of the moving variance (mean over layers and `draws` batches).
 
-    x: (N, ...) training inputs. Returns a Table with columns momentum, batch size,
-    var_rel_error, var_rel_error_sd (spread over draws), then one column per BN layer
+    x: (N, ...) training inputs. Returns a Table with columns momentum, batch size, the mean
+    relative error and its sd over the draws, then one column per BN layer
     (its name: that layer's mean error over the draws). The model is left unchanged.
     """
     rng = np.random.default_rng(seed)
@@ -221,7 +221,8 @@ def single_update_errors(model, x, *, batch_sizes, momentums, draws: int = 30, s
         finally:
             for l, m in zip(layers, old_momentum):
                 l.momentum = m
-    return Table(["momentum", "batch size", "var_rel_error", "var_rel_error_sd", *[l.name for l in layers]], rows)
+    return Table(["momentum", "batch size", "moving variance rel. error", "… sd over draws", *[l.name for l in layers]],
+                 rows, title="One update from the exact statistics: mean over layers, then per layer")
 
 
 # --- NumPy simulation of the moving variance (for the widget) -------------------------------
@@ -377,4 +378,72 @@ def plot_bars(rows, columns: dict, *, finding: str, xlabel: str = "accuracy (fra
     ax.set_yticks(ypos, [r[0] for r in rows])
     ax.set(xlabel=xlabel, xlim=(0, 1.0))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(columns))
+    plt.show()
+
+
+# --- lesson 04's formulas and tables, kept off the page ---------------------------------------
+
+def last_batch_error_formula(momentum: float, batch_size: int) -> float:
+    """Steady-state relative error of a dense BN's moving variance right after a last batch of one image.
+
+    The full batches of b = batch_size images leave the average at v·(1 − 1/b + ε), ε ~ N(0, s) with
+    s = √((1 − m)/(1 + m) · 2(b − 1)/b²), m = momentum; the last batch (variance 0) multiplies it by m.
+    Returns E|m(1 − 1/b + ε) − 1|: a folded normal with centre 1 − m(1 − 1/b) and spread m·s (lesson 04)."""
+    from math import erf, exp, pi, sqrt
+    m, b = momentum, batch_size
+    s = sqrt((1 - m) / (1 + m) * 2 * (b - 1) / b**2)
+    mu, sd = 1 - m * (1 - 1 / b), m * s
+    return sd * sqrt(2 / pi) * exp(-mu**2 / (2 * sd**2)) + mu * erf(mu / (sd * sqrt(2)))
+
+
+def predicted_dropout_ratio(model, x, rate: float) -> float:
+    """The variance inflation dropout (rate p = `rate`, kept with q = 1 − p) before the layer "dense" predicts for
+    that layer's output z = h W: per channel 1 + (p/q)·E[Σᵢ Wᵢ² hᵢ²] / Var(z), averaged over channels.
+
+    h (N, F) is the input of the layer named "dropout" with every layer in inference mode; x: (N, ...)."""
+    import keras
+    h = np.asarray(keras.Model(model.inputs[0], model.get_layer("dropout").input)(x, training=False), np.float64)
+    W = np.asarray(model.get_layer("dense").kernel, np.float64)
+    z = h @ W
+    extra = rate / (1 - rate) * np.mean(h**2 @ W**2, axis=0)      # variance the masks add, per channel
+    return float(np.mean(1 + extra / z.var(axis=0, ddof=1)))
+
+
+def warmup_table(rows, *, title: str) -> Table:
+    """Lesson 04's warm-up rows [momentum, steps, fit accuracy, validation accuracy as trained, after precise BN,
+    moving variance rel. error, moving mean error in SDs, momentum^steps] under readable headers."""
+    return Table(["momentum", "steps", "fit reports (training mode)", "validation (inference mode)",
+                  "validation after precise BN", "moving variance rel. error", "moving mean error (SDs)",
+                  "leftover momentum^steps of the start"], rows, title=title)
+
+
+def drop_remainder_table(rows, *, leftover_dominates: bool) -> Table:
+    """Lesson 04's last batch kept vs dropped, rows [momentum, steps kept, steps dropped, error kept, error dropped,
+    ratio dropped/kept, predicted ratio momentum^−(steps kept − steps dropped), val accuracy kept, dropped].
+
+    The prediction holds only while the leftover of the starting value dominates the error (momentum 0.99 after a
+    short run, `leftover_dominates`); elsewhere its cell says so. `rows` is not modified."""
+    rows = [list(r) for r in rows]
+    for r in rows:
+        if not (r[0] == 0.99 and leftover_dominates):
+            r[6] = "— (leftover gone)"
+    r99 = next(r for r in rows if r[0] == 0.99)
+    title = (f"drop_remainder=True: {r99[1] - r99[2]} updates fewer; "
+             + (f"at momentum 0.99 the error is {r99[5]:.4f}× larger, the leftover predicts {r99[6]:.4f}×"
+                if leftover_dominates else "the leftover of the starting value is gone at both momentums"))
+    return Table(["momentum", "steps, kept", "steps, dropped", "moving variance rel. error, kept", "… dropped",
+                  "ratio dropped / kept", "momentum^−(steps kept − steps dropped)", "val accuracy, kept", "… dropped"],
+                 rows, digits=5, title=title)
+
+
+def plot_gap_parts(runs: dict, *, finding: str) -> None:
+    """One panel per run {title: rows (n, 6) [epoch, fit accuracy, BN mode mismatch, overfitting, reported gap,
+    validation]}: the reported gap and its two parts over the epochs, on a shared y axis."""
+    import matplotlib.pyplot as plt
+    from .workbook.plotting import figure
+    _, axes = figure(len(runs), sharey=True, finding=finding)
+    for ax, (name, rows) in zip(np.atleast_1d(axes), runs.items()):
+        plot_lines({"reported gap (fit − validation)": (rows[:, 0], rows[:, 4], "k-"),
+                    "BN mode mismatch": (rows[:, 0], rows[:, 2], "--"), "overfitting": (rows[:, 0], rows[:, 3], ":")},
+                   finding=None, ax=ax, xlabel="epoch", ylabel="accuracy difference (fraction)").set_title(name)
     plt.show()

@@ -1,4 +1,4 @@
-"""How far does a bigger global batch help? (lesson 05, sections 9-10)
+"""How far does a bigger global batch help? (lesson 05, sections 8-10)
 
 Softmax regression on flat digits, trained with plain mini-batch SGD written in
 NumPy: the model of helpers.gradient_noise (its one home: softmax, gradient,
@@ -206,3 +206,69 @@ def rule_grid(xa, y, xa_test, y_test, *, replicas: Sequence[int], per_replica_ba
     return {c: train_with_rule(xa, y, xa_test, y_test, replicas=c[0], per_replica_batch=c[1], epochs=epochs,
                                base_lr=base_lr, rule=c[2], warmup_epochs=warmup_epochs, seed=seed)
             for c in tqdm(combos, desc="learning-rate rules", disable=not progress)}
+
+
+# --------------------------------------------------------------------------- what lesson 05 shows
+
+
+def plot_steps_against_batch(reached: Sequence[dict], fit: dict, noise: dict, target: float):
+    """Steps to `target` against the global batch (log-log): the sweep's rows that reached it
+    (steps_to_target_sweep), perfect scaling from the smallest batch, the fitted S_min(1 + B_crit/B) (fit:
+    fit_critical_batch) and the same curve at B_simple (noise: gradient_noise_scale). Returns (fig, ax)."""
+    from .workbook.plotting import figure
+    S = np.array([r["steps"] for r in reached], float)
+    Bs = np.array([r["batch"] for r in reached], float)
+    fig, ax = figure(finding=f"Steps stop halving near B_crit ≈ {fit['b_noise']:.0f}, far below B_simple ≈ {noise['b_simple']:.0f}")
+    ax.plot(Bs, S, "o-", label="measured (best rate per batch)")
+    ax.plot(Bs, S[0] * Bs[0] / Bs, ":", color="gray", label="perfect scaling")
+    ax.plot(Bs, predicted_steps(Bs, fit["s_min"], fit["b_noise"]), "--", label=f"fit S_min(1 + B_crit/B), B_crit = {fit['b_noise']:.0f}")
+    ax.plot(Bs, predicted_steps(Bs, fit["s_min"], noise["b_simple"]), "-.",
+            label=f"S_min(1 + B_simple/B), B_simple = {noise['b_simple']:.0f}")
+    ax.set(xscale="log", yscale="log", xlabel="global batch (samples)", ylabel=f"steps to {target:.0%} test accuracy")
+    ax.legend()
+    return fig, ax
+
+
+#: the worked example's assumed constants: a ResNet-50-sized network (25.6 M float32 parameters), 0.3 s of compute
+#: per step on one device, and two links (bytes per second)
+ASSUMED_MODEL_BYTES, ASSUMED_COMPUTE_S = 25.6e6 * 4, 0.3
+ASSUMED_LINKS = {"NVLink-class, 100 GB/s": 100e9, "10 GbE, 1.25 GB/s": 1.25e9}
+
+
+def throughput_model_figure(speedup, devices: Sequence[int] = tuple(range(1, 65))):
+    """Plot the modelled throughput speed-up against the device count k for weak and strong scaling over
+    ASSUMED_LINKS (no overlap; weak also with 90 % of the all-reduce hidden) and return a Table of the speed-ups
+    at the 2nd, 8th and last k, every combination. speedup(compute_s, n_bytes, k (K,), bandwidth, *, scaling,
+    overlap) -> (K,): helpers.distributed.throughput_speedup. A worked example, not a measurement."""
+    from .workbook.plotting import figure
+    from .workbook.tables import Table
+    k_axis = np.asarray(devices)
+    fig, ax = figure(finding="Modelled throughput (assumed constants): weak scaling keeps growing, strong scaling saturates over 10 GbE")
+    rows = []
+    for (name, bandwidth), color in zip(ASSUMED_LINKS.items(), ("C0", "C3")):
+        for kind, ls in (("weak", "-"), ("strong", "--")):
+            for overlap in (0.0, 0.9):
+                s = speedup(ASSUMED_COMPUTE_S, ASSUMED_MODEL_BYTES, k_axis, bandwidth, scaling=kind, overlap=overlap)
+                if overlap == 0.0 or kind == "weak":
+                    ax.plot(k_axis, s, ls=ls, color=color, alpha=1.0 if overlap == 0 else 0.5,
+                            label=f"{name}, {kind}, overlap {overlap:.0%}")
+                rows.append([name, kind, f"{overlap:.0%}", float(s[1]), float(s[7]), float(s[-1])])
+    ax.plot(k_axis, k_axis, ls=":", color="gray", label="perfect")
+    ax.set(xlabel="devices k", ylabel="throughput speed-up (× one device)", xscale="log", yscale="log")
+    ax.legend(fontsize=6)
+    return Table(["link", "scaling", "all-reduce hidden", f"speed-up at k={k_axis[1]}", f"k={k_axis[7]}", f"k={k_axis[-1]}"], rows)
+
+
+def weights_after_steps(optimizer, grad_scale: float, xa: np.ndarray, y: np.ndarray, *, seed: int, steps: int = 50,
+                        batch: int = 64) -> np.ndarray:
+    """W (65, 10) of softmax regression after `steps` updates of a Keras optimizer from W = 0, each fed
+    grad_scale × the mean gradient of a mini-batch of `batch` (one shuffle drawn from `seed`, wrapped around):
+    grad_scale = k stands for k replicas' gradients summed instead of averaged."""
+    import keras
+    W = keras.Variable(np.zeros((xa.shape[1], NUM_CLASSES), np.float32))
+    order = np.random.default_rng(seed).permutation(len(y))
+    for i in range(steps):
+        idx = order[np.arange(i * batch, (i + 1) * batch) % len(order)]
+        g = grad_scale * mean_gradient(np.asarray(W, np.float64), xa[idx], y[idx])
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(g.astype(np.float32)), W)])
+    return np.asarray(W, np.float64)

@@ -131,3 +131,83 @@ def test_judge_trained_judges_every_row_and_the_end_of_each_compared_run(tmp_pat
     far = lr.LongRuns("live", settings, path=table)
     far.get("plain", _fake(0.3)[0])                          # far outside one committed seed's values
     assert far.judge_trained(Recomputed(record=found.__setitem__), 1409, 359).rows[0][2] != "12 of 12"
+
+
+def _run(gap, mode, fit=0.9):
+    """Rows (n, 6) with the given reported gap and BN mode mismatch per evaluated epoch (3, 6, 9, ...)."""
+    n = len(gap)
+    return np.column_stack([3 * np.arange(1, n + 1), np.full(n, fit), mode, gap, gap, np.full(n, 0.5)])
+
+
+LABELS = {"noisy_labels": "BN", "noisy_groupnorm": "GroupNorm", "noisy_nonorm": "no normalization",
+          "noisy_regularized": "BN + dropout + L2"}
+
+
+def test_gap_creep_starts_after_the_warm_up():
+    noisy = _run([0.8, 0.3, 0.1, 0.2, 0.3], [0.8, 0.2, 0.04, 0.01, -0.02])
+    clean = _run([0.8, 0.1, 0.05, 0.04, 0.03], [0.8, 0.1, 0.0, 0.0, 0.0])
+    warm, growth, clean_growth, mode_after = lr.gap_creep(noisy, clean)
+    assert warm == 2 and growth == pytest.approx(0.2) and clean_growth == pytest.approx(-0.02)
+    assert mode_after == pytest.approx(0.02)
+    never = _run([0.8, 0.7], [0.8, 0.7])                     # never warm: the last epoch, nothing after it
+    assert lr.gap_creep(never, never)[0] == 1 and lr.gap_creep(never, never)[3] == 0
+
+
+def test_creep_summary_reads_the_controls_and_the_precise_bn_gain():
+    runs = {"noisy_labels": (_run([0.8, 0.04, 0.3], [0.8, 0.03, 0.0]), 0.6, 0.63),
+            "noisy_groupnorm": (_run([0.1, 0.1, 0.4], [0, 0, 0]), 0.5, 0.5),
+            "noisy_nonorm": (_run([0.0, 0.0, 0.01], [0, 0, 0], fit=0.62), 0.6, 0.6),
+            "noisy_regularized": (_run([0.5, 0.02, 0.1], [0.5, 0.0, 0.0]), 0.7, 0.71)}
+    clean = _run([0.8, 0.05, 0.04], [0.8, 0.0, 0.0])
+    v = lr.creep_summary(runs, clean, LABELS)
+    assert v["growth, BN"] == pytest.approx(0.26) and v["growth, GroupNorm"] == pytest.approx(0.3)
+    assert v["growth, BN, clean labels"] == pytest.approx(-0.01)
+    assert v["no normalization: fit accuracy at the end"] == 0.62
+    assert v["final gap, BN − (BN + dropout + L2)"] == pytest.approx(0.2)
+    assert v["precise BN at the end: validation gain (BN)"] == pytest.approx(0.03)
+    assert v["… ÷ final gap"] == pytest.approx(0.1) and v["BN: overfitting ÷ reported gap, at the end"] == pytest.approx(1)
+    table = lr.creep_table({"seed 0": v, "seed 1": v}, {"seed 0": v, "seed 1": v}, title="t")
+    assert table.columns == ["noisy labels", "seed 0", "seed 1", "over 2 seeds"] and len(table.rows) == len(v)
+    noisy = lr.noisy_runs_table(runs, LABELS, 1, title="t")
+    assert noisy.columns[1:3] == ["gap at epoch 6", "… at 9"]
+    assert [r[0] for r in noisy.rows] == list(LABELS.values()) and noisy.rows[0][3] == pytest.approx(0.26)
+
+
+def test_creep_samples_are_the_committed_seeds_and_a_run_trained_here(tmp_path):
+    store = lr.LongRuns("committed", SETTINGS)
+    runs = {n: store.table_entry(n) for n in LABELS}
+    samples, over = store.creep_samples(runs, store.table_entry("plain")[0], LABELS, 0)
+    assert list(samples) == list(over) == ["seed 0", "seed 1", "seed 2"]
+    assert samples["seed 0"] == lr.creep_summary(runs, store.table_entry("plain")[0], LABELS)
+    alone = lr.LongRuns("regenerate", SETTINGS, path=tmp_path / "none.csv")   # no table: this run is the only sample
+    for n in LABELS:
+        alone.get(n, lambda n=n: runs[n])
+    samples, over = alone.creep_samples(runs, store.table_entry("plain")[0], LABELS, 7)
+    assert list(over) == ["seed 7"] and list(samples) == ["seed 7, trained now"]   # the means: over this run
+
+
+def test_judge_and_save_writes_the_trained_runs_unless_committed(tmp_path, capsys):
+    from helpers.workbook.spread import Recomputed
+    settings = {**SETTINGS, "seed": 5}
+    writer = lr.LongRuns("regenerate", settings, path=tmp_path / "none.csv")
+    writer.get("plain", _fake(0.0)[0])
+    assert writer.judge_and_save(Recomputed(record=lambda *a: None), 1409, 359, tmp_path) == ""
+    assert lr.rows_path(tmp_path, 5).exists() and "table rows" in capsys.readouterr().out
+    live = lr.LongRuns("live", settings, path=lr.rows_path(tmp_path, 5))
+    live.get("plain", _fake(0.0)[0])
+    assert live.judge_and_save(Recomputed(record=lambda *a: None), 1409, 359, tmp_path / "b") == "plain"
+    reader = lr.LongRuns("committed", settings, path=lr.rows_path(tmp_path, 5))
+    reader.get("plain", _fake(0.0)[0])
+    assert reader.judge_and_save(Recomputed(record=lambda *a: None), 1409, 359, tmp_path / "c") == ""
+    assert not (tmp_path / "c").exists()
+
+
+def test_plot_creep_draws_each_run_and_the_clean_one():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = _run([0.8, 0.04, 0.3], [0.8, 0.03, 0.0])
+    lr.plot_creep({n: (rows, 0.5, 0.5) for n in LABELS}, LABELS, rows, 1, finding="creep")
+    ax = plt.gcf().axes[0]
+    assert [l.get_label() for l in ax.get_lines()][:5] == [*LABELS.values(), "BN, clean labels"]
+    plt.close("all")

@@ -112,7 +112,7 @@ def test_single_update_errors_table_and_model_unchanged(tiny):
     before = rs.moving_statistics(model)
     momenta = [l.momentum for l in rs.bn_layers(model)]
     table = rs.single_update_errors(model, x, batch_sizes=[1, 32], momentums=[0.9, 0.99], draws=3, seed=0)
-    assert table.columns[:3] == ["momentum", "batch size", "var_rel_error"]
+    assert table.columns[:3] == ["momentum", "batch size", "moving variance rel. error"]
     err = {(r[0], r[1]): r[2] for r in table.rows}
     assert err[(0.9, 1)] > err[(0.9, 32)] > 0
     assert 3 < err[(0.9, 1)] / err[(0.99, 1)] < 30  # the error is (1 - momentum) x (batch - exact)
@@ -235,3 +235,49 @@ def test_simulation_view_draws_and_returns_final_errors():
     kept, dropped = view(momentum=0.9, last_batch=1, epochs=2)
     kept2, _ = view(momentum=0.99, last_batch=4, epochs=2)
     assert kept > 0 and dropped > 0 and kept2 != kept
+
+
+def test_last_batch_error_formula_is_the_mean_of_its_folded_normal():
+    rng = np.random.default_rng(0)
+    for m, b in ((0.9, 32), (0.99, 8), (0.5, 2)):
+        s = np.sqrt((1 - m) / (1 + m) * 2 * (b - 1) / b**2)
+        draws = np.abs(m * (1 - 1 / b + rng.normal(0, s, 400_000)) - 1)
+        assert rs.last_batch_error_formula(m, b) == pytest.approx(draws.mean(), rel=5e-3)
+    # a spread far below the centre: the error is the centre, 1 − m(1 − 1/b)
+    assert rs.last_batch_error_formula(0.9, 256) == pytest.approx(1 - 0.9 * (1 - 1 / 256), rel=1e-6)
+
+
+def test_predicted_dropout_ratio_matches_the_measured_shift():
+    from helpers.workbook.environment import seed_everything
+    from helpers.data import load_digits
+    seed_everything(3)
+    model = rs.regularized_cnn(dropout="before", rate=0.5, filters=(4, 8), dense=8)
+    x = load_digits().x_train[:1000]
+    predicted = rs.predicted_dropout_ratio(model, x, 0.5)
+    measured = rs.dropout_variance_shift(model, x)["ratio"]
+    assert predicted > 1.3 and measured == pytest.approx(predicted, rel=0.1)
+    assert rs.predicted_dropout_ratio(model, x, 0.2) < predicted     # fewer masks, less added variance
+
+
+def test_lesson_tables_have_readable_headers_and_leave_the_rows_alone():
+    rows = [[0.9, 135, 132, 0.06, 0.03, 0.5, 1.1, 0.97, 0.96], [0.99, 135, 132, 8.8, 9.1, 1.03, 1.0306, 0.10, 0.10]]
+    kept = [list(r) for r in rows]
+    table = rs.drop_remainder_table(rows, leftover_dominates=True)
+    assert rows == kept and "_" not in "".join(table.columns)
+    assert table.rows[0][6] == "— (leftover gone)" and table.rows[1][6] == 1.0306
+    assert "3 updates fewer" in table.title and "1.0306×" in table.title
+    warm = rs.drop_remainder_table(rows, leftover_dominates=False)
+    assert [r[6] for r in warm.rows] == ["— (leftover gone)"] * 2 and "gone at both" in warm.title
+    w = rs.warmup_table([[0.99, 135, 0.98, 0.1, 0.97, 8.8, 3.0, 0.26]], title="t")
+    assert len(w.columns) == 8 and w.title == "t" and "_" not in "".join(w.columns)
+
+
+def test_plot_gap_parts_draws_one_panel_per_run():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = np.array([[3, 0.9, 0.8, 0.05, 0.85, 0.1], [6, 0.99, 0.0, 0.02, 0.02, 0.97]])
+    rs.plot_gap_parts({"a": rows, "b": rows}, finding="two panels")
+    fig = plt.gcf()
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"] and all(len(ax.get_lines()) == 3 for ax in fig.axes)
+    plt.close(fig)
