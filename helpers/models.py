@@ -1,9 +1,21 @@
-"""Small model builders used across lessons (fast on a CPU)."""
+"""The workbook's model builders, one family (fast on a CPU; lesson 02 writes its own on the page):
+
+    norm_layer(kind)            a normalization layer by name: batch, group, layer or none
+    small_cnn(norm)             the digits CNN: Conv-Norm-ReLU blocks, Dense-Norm-ReLU, softmax (lessons 01, 02, 04, 08)
+    sweep_cnn(norm, seed)       small_cnn seeded, with Batch Renorm variants (lesson 02's sweep default, unit tests)
+    mlp / softmax_regression    dense models (lessons 01 and 05)
+    conv1d_bn_model(T, C)       the window classifier, Conv1D-norm-ReLU blocks, compiled (lesson 03, 08's example)
+    compile_classifier(model)   sparse categorical cross-entropy and accuracy
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
+from .workbook.frameworks import keras
+
 NORMS = ("batch", "group", "layer", "none")
+# Batch renormalization's final clipping in Ioffe 2017 (sec. 4.1): r in [1/3, 3], |d| <= 5.
+RENORM_CLIPPING = {"rmin": 1.0 / 3.0, "rmax": 3.0, "dmax": 5.0}
 
 
 def norm_layer(kind: str, *, groups: int = 4, momentum: float = 0.99, name: str | None = None, **bn_kwargs):
@@ -11,7 +23,6 @@ def norm_layer(kind: str, *, groups: int = 4, momentum: float = 0.99, name: str 
 
     Extra keywords go to BatchNormalization (e.g. renorm=True, synchronized=True).
     """
-    import keras
     if kind == "batch":
         return keras.layers.BatchNormalization(momentum=momentum, name=name, **bn_kwargs)
     if kind == "group":
@@ -31,8 +42,7 @@ def small_cnn(norm: str = "batch", *, input_shape: Sequence[int] = (8, 8, 1), fi
     Input (N, 8, 8, 1) -> probabilities (N, num_classes). Normalization sits
     before each activation, as in the BN paper. Uncompiled.
     """
-    import keras
-    from keras import layers
+    layers = keras.layers
     inputs = keras.Input(shape=tuple(input_shape))
     h = inputs
     for i, f in enumerate(filters):
@@ -52,8 +62,7 @@ def small_cnn(norm: str = "batch", *, input_shape: Sequence[int] = (8, 8, 1), fi
 def mlp(hidden: Sequence[int] = (64,), *, input_dim: int = 64, num_classes: int = 10, norm: str = "none",
         momentum: float = 0.99, name: str | None = None, **bn_kwargs):
     """Dense-[Norm]-ReLU layers then softmax: (N, input_dim) -> (N, num_classes). Uncompiled."""
-    import keras
-    from keras import layers
+    layers = keras.layers
     inputs = keras.Input(shape=(input_dim,))
     h = inputs
     for i, width in enumerate(hidden):
@@ -67,7 +76,6 @@ def mlp(hidden: Sequence[int] = (64,), *, input_dim: int = 64, num_classes: int 
 
 def softmax_regression(*, input_dim: int = 64, num_classes: int = 10, name: str = "softmax_regression"):
     """A single Dense softmax layer: the convex model lesson 01 measures gradients on."""
-    import keras
     inputs = keras.Input(shape=(input_dim,))
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(inputs)
     return keras.Model(inputs, outputs, name=name)
@@ -75,8 +83,63 @@ def softmax_regression(*, input_dim: int = 64, num_classes: int = 10, name: str 
 
 def compile_classifier(model, optimizer="adam", learning_rate: float = 1e-3, **kwargs):
     """Compile with sparse categorical cross-entropy and accuracy."""
-    import keras
     if isinstance(optimizer, str):
         optimizer = keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": learning_rate}})
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"], **kwargs)
+    return model
+
+
+def sweep_cnn(norm: str, seed: int):
+    """The workbook's small CNN (helpers.models.small_cnn) for `norm` in "batch", "group", "layer",
+    "none", "renorm", "renorm_clipped". Lesson 02 builds its models on the page instead and
+    passes its builder to Sweep; this one is the default and what the unit tests use."""
+    keras.utils.set_random_seed(seed)
+    if norm == "renorm":
+        return small_cnn("batch", renorm=True, name="cnn_renorm")
+    if norm == "renorm_clipped":
+        return small_cnn("batch", renorm=True, renorm_clipping=dict(RENORM_CLIPPING), name="cnn_renorm_clipped")
+    return small_cnn(norm)
+
+
+CONV1D_NORMS = ("batch", "none", "instance")   # conv1d_bn_model's normalizations
+
+
+def conv1d_bn_model(window_length: int, channels: int, *, filters: Sequence[int] = (8, 16, 16),
+                    kernel_size: int = 5, dense: int = 16, momentum: float = 0.9,
+                    learning_rate: float = 1e-3, classes: int = 1, norm: str = "batch", name: str = "conv1d_bn"):
+    """Lessons 03 and 08's window classifier: three Conv1D-norm-ReLU blocks (max-pool 2 after the first two), global average
+    pooling, Dense-norm-ReLU, and the output. Compiled (Adam; binary cross-entropy for
+    classes=1, sparse categorical cross-entropy otherwise).
+
+    Input (N, window_length, channels) -> P("fault") (N, 1) for classes=1 (sigmoid), else
+    class probabilities (N, classes) (softmax).
+    norm: "batch" — BatchNormalization(momentum) after every Conv1D and the hidden Dense, which then
+    have no bias (BN's beta replaces it); "none" — no normalization, biases on; "instance" — instance
+    normalization (GroupNormalization with one group per channel) after every Conv1D, none after the Dense.
+    """
+    layers = keras.layers
+    if norm not in CONV1D_NORMS:
+        raise ValueError(f"norm must be one of {CONV1D_NORMS}, got {norm!r}")
+    inputs = keras.Input(shape=(window_length, channels), name="window")
+    h = inputs
+    for i, f in enumerate(filters):
+        h = layers.Conv1D(f, kernel_size, padding="same", use_bias=norm != "batch", name=f"conv{i}")(h)
+        if norm == "batch":
+            h = layers.BatchNormalization(momentum=momentum, name=f"bn{i}")(h)
+        elif norm == "instance":
+            h = layers.GroupNormalization(groups=-1, name=f"in{i}")(h)
+        h = layers.ReLU(name=f"relu{i}")(h)
+        if i < 2:
+            h = layers.MaxPooling1D(2, name=f"pool{i}")(h)
+    h = layers.GlobalAveragePooling1D(name="average_over_time")(h)
+    h = layers.Dense(dense, use_bias=norm != "batch", name="dense")(h)
+    if norm == "batch":
+        h = layers.BatchNormalization(momentum=momentum, name="bn_dense")(h)
+    h = layers.ReLU(name="relu_dense")(h)
+    if classes == 1:
+        outputs, loss = layers.Dense(1, activation="sigmoid", name="fault")(h), "binary_crossentropy"
+    else:
+        outputs, loss = layers.Dense(classes, activation="softmax", name="label")(h), "sparse_categorical_crossentropy"
+    model = keras.Model(inputs, outputs, name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     return model

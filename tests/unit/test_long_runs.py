@@ -1,4 +1,4 @@
-"""helpers.long_runs: lesson 04's committed long runs (data/long_runs.csv), read, compared and regenerated."""
+"""helpers.results.long_runs: lesson 04's committed long runs (data/long_runs.csv), read, compared and regenerated."""
 from __future__ import annotations
 
 import json
@@ -6,20 +6,20 @@ import json
 import numpy as np
 import pytest
 
-from helpers import long_runs as lr
+from helpers.results import long_runs
 from helpers.workbook.notebooks import declared_parameters, notebook_path
 
-DEFAULTS = declared_parameters(notebook_path(lr.NOTEBOOK))
-SETTINGS = {k: (v if k != "seed" else 0) for k, v in DEFAULTS.items() if k in lr.SETTINGS}
+DEFAULTS = declared_parameters(notebook_path(long_runs.NOTEBOOK))
+SETTINGS = {k: (v if k != "seed" else 0) for k, v in DEFAULTS.items() if k in long_runs.SETTINGS}
 RUNS = ("plain", "dropout_l2", "noisy_labels", "noisy_groupnorm", "noisy_nonorm", "noisy_regularized")
 
 
 def test_the_committed_table_holds_every_run_of_seeds_0_1_2_at_the_notebook_defaults():
-    table = lr.read_table()
+    table = long_runs.read_long_runs()
     evaluated = [e for e in range(1, DEFAULTS["long_epochs"] + 1) if e % 3 == 0 or e == DEFAULTS["long_epochs"]]
     for seed in (0, 1, 2):
         for run in RUNS:
-            rows, at_end, precise = table[(lr._key({**SETTINGS, "seed": seed}), run)]
+            rows, at_end, precise = table[(long_runs._key({**SETTINGS, "seed": seed}), run)]
             assert rows[:, 0].tolist() == evaluated
             fit, mode, overfit, gap, val = rows[:, 1:].T
             assert np.all((0 <= fit) & (fit <= 1) & (0 <= val) & (val <= 1))
@@ -32,10 +32,10 @@ def test_the_committed_table_holds_every_run_of_seeds_0_1_2_at_the_notebook_defa
 
 
 def test_the_provenance_names_the_command_and_its_machine():
-    info = json.loads(lr.committed.provenance_path(lr.TABLE).read_text())
-    assert info["command"].startswith("python -m helpers.long_runs")
-    assert info["seeds"] == [0, 1, 2] and info["notebook"] == lr.NOTEBOOK
-    rows = sum(1 for _ in open(lr.TABLE)) - 1
+    info = json.loads(long_runs.committed.provenance_path(long_runs.TABLE).read_text())
+    assert info["command"].startswith("python -m helpers.results.long_runs")
+    assert info["seeds"] == [0, 1, 2] and info["notebook"] == long_runs.NOTEBOOK
+    rows = sum(1 for _ in open(long_runs.TABLE)) - 1
     assert info["rows"] == rows == len(RUNS) * 3 * len([e for e in range(1, 31) if e % 3 == 0])
     assert {"tensorflow", "keras", "numpy", "machine", "cpu_count", "started_utc", "finished_utc"} <= set(info)
 
@@ -52,13 +52,13 @@ def _fake(value: float):
 
 def test_modes_read_train_and_compare(tmp_path):
     settings = {**SETTINGS, "seed": 5}
-    writer = lr.LongRuns("regenerate", settings, path=tmp_path / "none.csv")
+    writer = long_runs.LongRuns("regenerate", settings, path=tmp_path / "none.csv")
     train, calls = _fake(0.0)
     writer.get("plain", train)
     assert calls == [1] and writer.compared == [] and writer.read == []
     table = writer.save(tmp_path / "t.csv")
 
-    reader = lr.LongRuns("committed", settings, path=table)
+    reader = long_runs.LongRuns("committed", settings, path=table)
     train, calls = _fake(0.0)
     rows, at_end, precise = reader.get("plain", train)
     assert calls == [] and reader.read == ["plain"] and (at_end, precise) == (0.7, 0.71)
@@ -67,16 +67,16 @@ def test_modes_read_train_and_compare(tmp_path):
     reader.get("noisy_labels", other)             # not in the table for any seed: trained, nothing to compare
     assert calls == [1] and reader.compared == []
 
-    live = lr.LongRuns("live", settings, path=table)
+    live = long_runs.LongRuns("live", settings, path=table)
     train, calls = _fake(0.05)                    # the same run but for 0.05 in two columns
     live.get("plain", train)
     assert calls == [1] and live.compared == ["plain"]
-    unseen = lr.LongRuns("committed", {**settings, "seed": 6}, path=table)
+    unseen = long_runs.LongRuns("committed", {**settings, "seed": 6}, path=table)
     train, calls = _fake(0.0)
     unseen.get("plain", train)                    # a seed the table lacks: trained, and judged by the seeds it has
     assert calls == [1] and unseen.compared == ["plain"] and unseen.read == []
 
-    elsewhere = lr.LongRuns("committed", {**settings, "label_noise_fraction": 0.3}, path=table)
+    elsewhere = long_runs.LongRuns("committed", {**settings, "label_noise_fraction": 0.3}, path=table)
     train, calls = _fake(0.0)
     elsewhere.get("plain", train)                 # other settings are never read
     assert calls == [1] and elsewhere.read == []
@@ -84,19 +84,19 @@ def test_modes_read_train_and_compare(tmp_path):
 
 def test_an_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="committed"):
-        lr.LongRuns("cached", SETTINGS)
+        long_runs.LongRuns("cached", SETTINGS)
 
 
 @pytest.mark.parametrize("seeds", ["a,b", "", "-1", "1,1", ",".join(map(str, range(11)))])
 def test_the_command_refuses_bad_seeds(seeds, capsys):
     with pytest.raises(SystemExit) as exc:
-        lr.main(["--seeds", seeds])
+        long_runs.main(["--seeds", seeds])
     assert exc.value.code == 2
     assert "--seeds" in capsys.readouterr().err
 
 
 def test_a_retrained_row_is_judged_by_the_committed_seeds_at_its_epoch():
-    table = lr.LongRuns("committed", SETTINGS)
+    table = long_runs.LongRuns("committed", SETTINGS)
     seeds_rows = table.seeds_entries("plain")
     assert sorted(seeds_rows) == [0, 1, 2]
     first = {s: rows[0] for s, (rows, _, _) in seeds_rows.items()}
@@ -110,16 +110,16 @@ def test_a_retrained_row_is_judged_by_the_committed_seeds_at_its_epoch():
     bad = {s.quantity.split(": ")[1]: s.within for s in table.spreads("plain", off, 1409, 359)}
     assert bad["validation"] is False and bad["fit accuracy"] is True
     with pytest.raises(ValueError, match="other epochs"):
-        lr.row_spreads(first[1], [seeds_rows[0][0][1]], 1409, 359)
+        long_runs.row_spreads(first[1], [seeds_rows[0][0][1]], 1409, 359)
 
 
 def test_judge_trained_judges_every_row_and_the_end_of_each_compared_run(tmp_path):
     from helpers.workbook.spread import Recomputed
     settings = {**SETTINGS, "seed": 5}
-    writer = lr.LongRuns("regenerate", settings, path=tmp_path / "none.csv")
+    writer = long_runs.LongRuns("regenerate", settings, path=tmp_path / "none.csv")
     writer.get("plain", _fake(0.0)[0])
     table = writer.save(tmp_path / "t.csv")
-    live = lr.LongRuns("live", settings, path=table)
+    live = long_runs.LongRuns("live", settings, path=table)
     found = {}
     assert live.judge_trained(Recomputed(record=found.__setitem__), 1409, 359) is None   # nothing trained yet
     live.get("plain", _fake(0.0)[0])
@@ -128,6 +128,6 @@ def test_judge_trained_judges_every_row_and_the_end_of_each_compared_run(tmp_pat
     assert list(recomputed.rows) == ["plain, epoch 3", "plain, epoch 6", "plain, end"] and recomputed.within
     assert summary.rows == [["plain", 3, "12 of 12"]]        # 5 quantities per epoch, 2 at the end
     assert found == {"committed_rows_recomputed": 3, "committed_rows_within_spread": True}
-    far = lr.LongRuns("live", settings, path=table)
+    far = long_runs.LongRuns("live", settings, path=table)
     far.get("plain", _fake(0.3)[0])                          # far outside one committed seed's values
     assert far.judge_trained(Recomputed(record=found.__setitem__), 1409, 359).rows[0][2] != "12 of 12"

@@ -11,9 +11,9 @@ its own seed. The runs themselves are the lesson's own code: the table is made b
     LongRuns(mode, settings)          the runs of one notebook run: committed, live or regenerate;
                                       .spreads(run, row) judges one retrained row by the committed seeds,
                                       .judge_trained(recomputed, ...) every row of the runs trained here
-    read_table(path)                  {(settings, run): (rows, validation at end, after precise BN)}
+    read_long_runs(path)                  {(settings, run): (rows, validation at end, after precise BN)}
     row_spreads(row, seeds_rows, n_train, n_val)   one evaluated epoch's five quantities, judged
-    python -m helpers.long_runs [--seeds 0,1,2] [--out data/long_runs.csv]
+    python -m helpers.results.long_runs [--seeds 0,1,2] [--out data/long_runs.csv]
                                       regenerate the table (executes notebook 04 once per seed
                                       with long_runs="regenerate"), with provenance
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .workbook import committed
-from .workbook.committed import parse_seeds
-from .workbook.spread import Spread, binomial_se
-from .workbook.tables import Table
+from ..workbook import committed
+from ..workbook.committed import parse_seeds
+from ..workbook.spread import Spread, binomial_se
+from ..workbook.tables import Table
 
 TABLE = committed.DATA_DIR / "long_runs.csv"
 NOTEBOOK = "04_batchnorm_running_statistics"
@@ -45,7 +45,7 @@ def _key(settings: dict) -> tuple:
     return tuple(round(float(settings[k]), 6) for k in SETTINGS)
 
 
-def read_table(path: str | Path = TABLE) -> dict:
+def read_long_runs(path: str | Path = TABLE) -> dict:
     """{(settings key, run name): (rows (n, 6) array, validation at the end, after precise BN)}."""
     path = Path(path)
     if not path.exists():
@@ -83,7 +83,7 @@ class LongRuns:
 
     mode "committed": a run found in the table (same settings) is read from it, any other is
     trained; "live": every run is trained, and compared with the table where it has the run;
-    "regenerate": every run is trained and nothing is compared (what `python -m helpers.long_runs`
+    "regenerate": every run is trained and nothing is compared (what `python -m helpers.results.long_runs`
     uses). get(name, train) returns (rows, validation at the end, after precise BN), calling
     train() -> that triple when the run is not read. save(path) writes the trained runs as table
     rows; `compared` lists the runs trained here whose settings the table holds for some seed (every
@@ -94,7 +94,7 @@ class LongRuns:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: expected one of {MODES}")
         self.mode, self.settings = mode, {k: settings[k] for k in SETTINGS}
-        self.table = read_table(path) if mode != "regenerate" else {}
+        self.table = read_long_runs(path) if mode != "regenerate" else {}
         self.read: list[str] = []
         self.trained: dict[str, tuple] = {}
         self.compared: list[str] = []
@@ -171,11 +171,11 @@ def rows_path(build: Path, seed: int) -> Path:
     return Path(build) / "long_runs" / f"seed-{seed}.csv"
 
 
-def regenerate(seeds: list[int], out: str | Path = TABLE, command: str = "") -> Path:
+def regenerate_long_runs(seeds: list[int], out: str | Path = TABLE, command: str = "") -> Path:
     """Execute notebook 04 once per seed with long_runs="regenerate" and collect its rows into `out`,
     with <out>.provenance.json. The other parameters are the notebook's defaults."""
     from tqdm.auto import tqdm
-    from .workbook.notebooks import execute, notebook_path
+    from ..workbook.notebooks import execute, notebook_path
     started = committed.utc_now()
     rows = []
     with tempfile.TemporaryDirectory(prefix="long_runs_") as tmp:
@@ -196,7 +196,7 @@ def regenerate(seeds: list[int], out: str | Path = TABLE, command: str = "") -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.long_runs",
+    parser = argparse.ArgumentParser(prog="python -m helpers.results.long_runs",
                                      description="Regenerate data/long_runs.csv (lesson 04's long runs) with provenance.")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--out", default=str(TABLE),
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         parser.error(str(exc))
-    command = "python -m helpers.long_runs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    path = regenerate(seeds, args.out, command.strip())
+    command = "python -m helpers.results.long_runs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    path = regenerate_long_runs(seeds, args.out, command.strip())
     print(f"wrote {path} and {committed.provenance_path(path).name}")
     return 0
 

@@ -15,10 +15,10 @@ with replicas=1 and per_replica_batch = k·b, the function the notebook's sectio
     SETTINGS, RUNS, LABELS, HEADLINE, SEEDS, RECORDED_EPOCHS    what the table holds
     train_run(run, seed, data)         one run's train_for_accuracy result (every epoch)
     table_rows(run, seed, result)      its rows of the table (the RECORDED_EPOCHS)
-    read_table(path)                   {(seed, run): {epoch: row}}
+    read_converged_runs(path)                   {(seed, run): {epoch: row}}
     column(table, run, epoch, name)    {seed: value} of one quantity over the committed seeds
     run_spreads(run, result, table, seed, n_test)   a retrained run judged by the committed seeds
-    python -m helpers.converged_runs [--seeds 0,...,9] [--out data/converged_05.csv]
+    python -m helpers.results.converged_runs [--seeds 0,...,9] [--out data/converged_05.csv]
                                        regenerate the table, with provenance
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .workbook import committed
-from .workbook.spread import Spread, binomial_se
+from ..workbook import committed
+from ..workbook.spread import Spread, binomial_se
 
 TABLE_NAME = "converged_05.csv"
 #: the settings of every run: the notebook's defaults for the per-replica batch, the one-device rate and the
@@ -66,12 +66,12 @@ def train_run(run: str, seed: int, data, settings: dict = SETTINGS) -> dict:
     """One run of the table, trained on one device at its global batch k·b: the result of
     helpers.distributed.train_for_accuracy (per-epoch "test_accuracy", "train_loss_by_epoch", "learning_rate",
     "steps"; "seconds"). data: helpers.data.load_digits()."""
-    from . import distributed as dist
+    from .. import distributed
     if run not in RUNS:
         raise ValueError(f"run {run!r}: expected one of {list(RUNS)}")
     k, scale, warmup = RUNS[run]
     x, x_test = data.flat()
-    return dist.train_for_accuracy(replicas=1, weights=dist.initial_weights("mlp", seed=seed), x=x, y=data.y_train,
+    return distributed.train_for_accuracy(replicas=1, weights=distributed.initial_weights("mlp", seed=seed), x=x, y=data.y_train,
                                    x_test=x_test, y_test=data.y_test, per_replica_batch=k * settings["per_replica_batch"],
                                    epochs=settings["epochs"], base_learning_rate=settings["base_learning_rate"],
                                    lr_scale=scale, warmup_epochs=warmup * settings["warmup_epochs"], seed=seed,
@@ -90,7 +90,7 @@ def table_rows(run: str, seed: int, result: dict, settings: dict = SETTINGS) -> 
             for e in RECORDED_EPOCHS if e <= settings["epochs"]]
 
 
-def read_table(path: str | Path | None = None) -> dict:
+def read_converged_runs(path: str | Path | None = None) -> dict:
     """{(seed, run): {epoch: row}} of the committed table."""
     out: dict = {}
     for r in committed.read_csv_rows(path or table_path(), keep_text=("run",)):
@@ -116,10 +116,10 @@ def run_spreads(run: str, result: dict, table: dict, seed: int, n_test: int,
     return out
 
 
-def regenerate(out: str | Path | None = None, seeds: Sequence[int] = SEEDS, command: str = "") -> list[dict]:
+def regenerate_converged_runs(out: str | Path | None = None, seeds: Sequence[int] = SEEDS, command: str = "") -> list[dict]:
     """Train every run of the table for `seeds`; write the CSV (replacing `out` only once every row is written)
     and its provenance file. Returns the rows."""
-    from .data import load_digits
+    from ..data import load_digits
     data, seconds = load_digits(), {}
 
     def rows_of(unit):
@@ -130,17 +130,17 @@ def regenerate(out: str | Path | None = None, seeds: Sequence[int] = SEEDS, comm
 
     return committed.write_table(
         out or table_path(), COLUMNS, [(s, r) for s in seeds for r in RUNS], rows_of,
-        command=command or "python -m helpers.converged_runs", desc="converged runs", seeds=list(seeds),
+        command=command or "python -m helpers.results.converged_runs", desc="converged runs", seeds=list(seeds),
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
         runs={r: list(v) for r, v in RUNS.items()}, trained_as="one device at the run's global batch (replicas × b)",
         train_seconds=seconds)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """`python -m helpers.converged_runs [--seeds 0,...,9] [--out data/converged_05.csv]`: regenerate lesson 05's
+    """`python -m helpers.results.converged_runs [--seeds 0,...,9] [--out data/converged_05.csv]`: regenerate lesson 05's
     table of runs to convergence (see data/README.md)."""
-    return committed.regenerate_main(argv, prog="helpers.converged_runs", description=_main.__doc__, default_seeds=SEEDS,
-                                     table_name=TABLE_NAME, regenerate=regenerate)
+    return committed.regenerate_main(argv, prog="helpers.results.converged_runs", description=_main.__doc__, default_seeds=SEEDS,
+                                     table_name=TABLE_NAME, regenerate=regenerate_converged_runs)
 
 
 if __name__ == "__main__":
