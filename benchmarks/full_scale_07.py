@@ -30,7 +30,7 @@ def measure(steps: int = 3, seed: int = 0) -> dict:
     from helpers.spikes import asker_state as st
     data = st.variant_data("a", seed, n_series=BATCH, timesteps=TIMESTEPS, frac_series_with_anomaly=0.2,
                            n_validation=2, n_monitor=2)
-    run = st.Run(data, seed=seed, units=UNITS)
+    run = st.SpikeRun(data, seed=seed, units=UNITS)
     x, y = data.x.astype(np.float32), data.y.astype(np.float32)
 
     def one_step():

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .workbook.frameworks import keras, tf
+
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     """Optimizer steps in one pass over n_examples: ceil(N / B) (the last batch may be partial)."""
     return math.ceil(n_examples / batch_size)
@@ -50,7 +52,6 @@ def measured_activation_bytes(model, x: np.ndarray) -> int:
     Builds a model returning all intermediate outputs and sums their sizes:
     the tensors a backward pass keeps (before any framework-specific freeing).
     """
-    import keras
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     tap = keras.Model(inputs, [layer.output for layer in model.layers])
     outs = tap(x, training=False)
@@ -85,9 +86,7 @@ def train_regime(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
     ceil(steps_per_epoch / evals_per_epoch) steps, so a batch-1 run can be
     logged several times within one pass. x (N, ...), y (N,).
     """
-    import tensorflow as tf
     from .training import epoch_log, predict_proba, train
-    import keras
     n = len(x)
     steps = steps_per_epoch(n, batch_size)
     chunk = math.ceil(steps / evals_per_epoch)
@@ -155,7 +154,6 @@ def compiled_steps_to_target(model, start_weights, sgd_until, n_examples: int, *
     cut there reports steps None and stopped_at. test_accuracy(): the model's test accuracy, taken when
     the target is reached.
     """
-    import tensorflow as tf
     model.set_weights(start_weights)
     model.optimizer.learning_rate = learning_rate
     rng = np.random.default_rng(seed)

@@ -13,6 +13,8 @@ import weakref
 
 import numpy as np
 
+from .workbook.frameworks import keras, tf
+
 
 def batch_statistics(x: np.ndarray, *, unbiased: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and variance over all axes but the last: two (C,) arrays.
@@ -35,7 +37,6 @@ def moving_average_update(moving: np.ndarray, batch_value: np.ndarray, momentum:
 
 def bn_layers(model) -> list:
     """Every BatchNormalization layer of a Keras model, in forward order (nested models included)."""
-    import keras
     found = []
 
     def walk(layer):
@@ -88,7 +89,6 @@ def bn_inputs(model, *, compiled: bool = False):
     sharing `model`'s layers. compiled=True: one tf.function, traced once and cached on the
     model; it reads the variables at every call, so later assignments are seen.
     """
-    import keras
     key = bool(compiled)
     fns = _INPUT_FNS.setdefault(model, {})
     if key not in fns:
@@ -96,7 +96,6 @@ def bn_inputs(model, *, compiled: bool = False):
         feature_model = keras.Model(inputs, [l.input for l in bn_layers(model)])
         fn = lambda x: feature_model(x, training=False)  # noqa: E731
         if compiled:
-            import tensorflow as tf
             fn = tf.function(fn, reduce_retracing=True)
         fns[key] = fn
     return fns[key]

@@ -2,9 +2,8 @@
 ways to call it, the "accepted answer" variants (BN removed, BN in training
 mode on a batch of one), BN folded into the preceding layer for deployment,
 a streaming batch-of-one predictor with its latency, an accuracy's interval,
-the widget function, and lesson 03's committed MNIST-1D table (the same
-comparison where the label lives in the signal's shape; regenerate it with
-`python -m helpers.bn_inference`).
+the widget function, and batch1_accuracies (a trained model called the four ways lesson 03 compares).
+Lesson 03's committed MNIST-1D table is helpers.results.mnist1d_inference.
 
 Shapes: windows x are float32 (N, T, C) — T time steps, C channels; labels y
 are int (N,) in {0, 1}; probabilities are float (N,) for the "fault" class.
@@ -18,55 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
+from .workbook.frameworks import keras, tf
 from .batchnorm import preserved_bn_state
+from .models import conv1d_bn_model
 from .training import accuracy, compiled_call, predict_proba
 from .workbook.tables import Table
-
-
-# ----------------------------------------------------------------------------- model
-NORMS = ("batch", "none", "instance")
-
-
-def conv1d_bn_model(window_length: int, channels: int, *, filters: Sequence[int] = (8, 16, 16),
-                    kernel_size: int = 5, dense: int = 16, momentum: float = 0.9,
-                    learning_rate: float = 1e-3, classes: int = 1, norm: str = "batch", name: str = "conv1d_bn"):
-    """Three Conv1D-norm-ReLU blocks (max-pool 2 after the first two), global average
-    pooling, Dense-norm-ReLU, and the output. Compiled (Adam; binary cross-entropy for
-    classes=1, sparse categorical cross-entropy otherwise).
-
-    Input (N, window_length, channels) -> P("fault") (N, 1) for classes=1 (sigmoid), else
-    class probabilities (N, classes) (softmax).
-    norm: "batch" — BatchNormalization(momentum) after every Conv1D and the hidden Dense, which then
-    have no bias (BN's beta replaces it); "none" — no normalization, biases on; "instance" — instance
-    normalization (GroupNormalization with one group per channel) after every Conv1D, none after the Dense.
-    """
-    import keras
-    from keras import layers
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    inputs = keras.Input(shape=(window_length, channels), name="window")
-    h = inputs
-    for i, f in enumerate(filters):
-        h = layers.Conv1D(f, kernel_size, padding="same", use_bias=norm != "batch", name=f"conv{i}")(h)
-        if norm == "batch":
-            h = layers.BatchNormalization(momentum=momentum, name=f"bn{i}")(h)
-        elif norm == "instance":
-            h = layers.GroupNormalization(groups=-1, name=f"in{i}")(h)
-        h = layers.ReLU(name=f"relu{i}")(h)
-        if i < 2:
-            h = layers.MaxPooling1D(2, name=f"pool{i}")(h)
-    h = layers.GlobalAveragePooling1D(name="average_over_time")(h)
-    h = layers.Dense(dense, use_bias=norm != "batch", name="dense")(h)
-    if norm == "batch":
-        h = layers.BatchNormalization(momentum=momentum, name="bn_dense")(h)
-    h = layers.ReLU(name="relu_dense")(h)
-    if classes == 1:
-        outputs, loss = layers.Dense(1, activation="sigmoid", name="fault")(h), "binary_crossentropy"
-    else:
-        outputs, loss = layers.Dense(classes, activation="softmax", name="label")(h), "sparse_categorical_crossentropy"
-    model = keras.Model(inputs, outputs, name=name)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
-    return model
 
 
 def train_tracked(data, *, momentum: float, epochs: int, batch_size: int, seed: int, desc: str | None = None,
@@ -79,7 +34,6 @@ def train_tracked(data, *, momentum: float, epochs: int, batch_size: int, seed: 
     ModeAccuracy (train_epochs as there) plus "fit_accuracy" (what fit logs,
     training mode) and "seconds".
     """
-    import keras
     from .training import train
     keras.utils.set_random_seed(seed)
     model = conv1d_bn_model(data.window_length, data.channels, momentum=momentum)
@@ -107,20 +61,25 @@ class ModeAccuracy:
         self.curves = {"test_inference": [], "test_training_mode": [], "train_inference": []}
 
     def callback(self):
-        import keras
-        owner = self
+        return _EpochCurves(self)
 
-        class _Curves(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                x_tr, y_tr, x_te, y_te = owner.data
-                owner.curves["test_inference"].append(accuracy(self.model, x_te, y_te, batch_size=512, compiled=True))
-                owner.curves["test_training_mode"].append(
-                    accuracy(self.model, x_te, y_te, training=True, batch_size=owner.batch_size, compiled=True))
-                wanted = owner.train_epochs is None or (epoch + 1) in owner.train_epochs
-                owner.curves["train_inference"].append(
-                    accuracy(self.model, x_tr, y_tr, batch_size=512, compiled=True) if wanted else float("nan"))
 
-        return _Curves()
+class _EpochCurves(keras.callbacks.Callback):
+    """ModeAccuracy's callback: the three accuracies after each epoch, appended to owner.curves."""
+
+    def __init__(self, owner: ModeAccuracy):
+        super().__init__()
+        self.owner = owner
+
+    def on_epoch_end(self, epoch, logs=None):
+        owner = self.owner
+        x_tr, y_tr, x_te, y_te = owner.data
+        owner.curves["test_inference"].append(accuracy(self.model, x_te, y_te, batch_size=512, compiled=True))
+        owner.curves["test_training_mode"].append(
+            accuracy(self.model, x_te, y_te, training=True, batch_size=owner.batch_size, compiled=True))
+        wanted = owner.train_epochs is None or (epoch + 1) in owner.train_epochs
+        owner.curves["train_inference"].append(
+            accuracy(self.model, x_tr, y_tr, batch_size=512, compiled=True) if wanted else float("nan"))
 
 
 # ----------------------------------------------------------------------------- calling it
@@ -137,7 +96,6 @@ def probabilities(model, x: np.ndarray, *, training: bool = False, batch_size: i
 def layer_output(model, layer_name: str, x: np.ndarray, *, training: bool) -> np.ndarray:
     """The output of one named layer for inputs x (one call, x is one batch):
     (N, ...) as the layer emits it — (N, T', F) for a conv BN, (N, F) for a dense BN."""
-    import keras
     feature_model = keras.Model(model.input, model.get_layer(layer_name).output)
     with preserved_bn_state(model):  # a training-mode call would move them
         return np.asarray(feature_model(np.asarray(x, np.float32), training=training))
@@ -145,7 +103,6 @@ def layer_output(model, layer_name: str, x: np.ndarray, *, training: bool) -> np
 
 def layer_input(model, layer_name: str, x: np.ndarray) -> np.ndarray:
     """The input of one named layer in inference mode: (N, ...)."""
-    import keras
     feature_model = keras.Model(model.input, model.get_layer(layer_name).input)
     return np.asarray(feature_model(np.asarray(x, np.float32), training=False))
 
@@ -160,7 +117,6 @@ def batch_of_one_bn_outputs(model, layer_name: str, windows: np.ndarray) -> np.n
 
 # ----------------------------------------------------------------------------- variants
 def _chain(model, keep) -> "object":
-    import keras
     inputs = keras.Input(shape=model.input_shape[1:], name="window")
     h = inputs
     for layer in model.layers:
@@ -175,7 +131,6 @@ def without_batchnorm(model):
 
     This is "BN is simply not used at test time" taken literally.
     """
-    import keras
     return _chain(model, lambda layer: not isinstance(layer, keras.layers.BatchNormalization))
 
 
@@ -187,7 +142,6 @@ def fold_batchnorm(model):
     per output channel. The returned model has no BN layer and the same outputs
     (up to float32 rounding). Only Conv1D/Dense -> BN pairs are folded.
     """
-    import keras
     layers_in = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
     inputs = keras.Input(shape=model.input_shape[1:], name="window")
     h = inputs
@@ -219,13 +173,11 @@ def fold_batchnorm(model):
 
 
 def count_batchnorm(model) -> int:
-    import keras
     return sum(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
 
 
 def set_bn_trainable(model, trainable: bool, names: Sequence[str] | None = None) -> list[str]:
     """Set `trainable` on the model's BN layers (all, or those named); returns the names changed."""
-    import keras
     changed = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization) and (names is None or layer.name in names):
@@ -237,7 +189,6 @@ def set_bn_trainable(model, trainable: bool, names: Sequence[str] | None = None)
 def copy_model(model, *, bn_trainable: bool = True):
     """An independent copy (same architecture and weights, moving statistics included),
     its BN layers set to `bn_trainable`, compiled like conv1d_bn_model (with the model's own loss)."""
-    import keras
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     set_bn_trainable(clone, bn_trainable)
@@ -259,24 +210,26 @@ def subclassed_chain(model, *, bn_training: bool | None = None):
     bn_training=True/False: the BN layers are called with that value hard-coded,
     overriding the outer call — a common bug in hand-written models.
     """
-    import keras
-
-    class Chain(keras.Model):
-        def __init__(self, layers_, bn_flag):
-            super().__init__(name=f"subclassed_bn_{bn_flag}")
-            self.chain = layers_
-            self.bn_flag = bn_flag
-
-        def call(self, x):  # note: no `training` argument at all
-            for layer in self.chain:
-                if isinstance(layer, keras.layers.BatchNormalization) and self.bn_flag is not None:
-                    x = layer(x, training=self.bn_flag)
-                else:
-                    x = layer(x)
-            return x
 
     chain = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
     return Chain(chain, bn_training)
+
+
+class Chain(keras.Model):
+    """subclassed_chain's model: the layers in order, BN called with a hard-coded flag or none."""
+
+    def __init__(self, layers_, bn_flag):
+        super().__init__(name=f"subclassed_bn_{bn_flag}")
+        self.chain = layers_
+        self.bn_flag = bn_flag
+
+    def call(self, x):  # note: no `training` argument at all
+        for layer in self.chain:
+            if isinstance(layer, keras.layers.BatchNormalization) and self.bn_flag is not None:
+                x = layer(x, training=self.bn_flag)
+            else:
+                x = layer(x)
+        return x
 
 
 # ----------------------------------------------------------------------------- deployment
@@ -285,7 +238,6 @@ def streaming_predictor(model):
 
     The input signature is fixed, so it is traced once and every call reuses the graph.
     """
-    import tensorflow as tf
     spec = tf.TensorSpec((1,) + tuple(model.input_shape[1:]), tf.float32)
 
     @tf.function(input_signature=[spec], autograph=False)
@@ -301,7 +253,6 @@ def stream_latency(predict_one, windows: np.ndarray, *, warmup: int = 5) -> dict
     Returns probabilities (K,), seconds (K,) per window (including the hand-back
     to NumPy), and median_ms / p95_ms.
     """
-    import tensorflow as tf
     windows = np.asarray(windows, np.float32)
     for w in windows[:warmup]:
         np.asarray(predict_one(tf.constant(w[None])))
@@ -323,7 +274,6 @@ def interleaved_stream_latency(predictors: dict, windows: np.ndarray, *, warmup:
     the comparison fair: a burst of load hits every predictor alike.
     Returns name -> the stream_latency() dict.
     """
-    import tensorflow as tf
     windows = np.asarray(windows, np.float32)
     for fn in predictors.values():
         for w in windows[:warmup]:
@@ -347,7 +297,6 @@ def interleaved_stream_latency(predictors: dict, windows: np.ndarray, *, warmup:
 def batched_ms_per_window(model, windows: np.ndarray, *, batch_size: int = 256, repeats: int = 3) -> float:
     """Best-of-`repeats` milliseconds per window when windows (K, T, C) go through a
     tf.function in batches of batch_size (throughput, not latency)."""
-    import tensorflow as tf
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
     windows = np.asarray(windows, np.float32)
@@ -470,59 +419,7 @@ def accuracy_table(rows: Sequence[tuple[str, str, float]], title: str) -> Table:
                  title=title, highlight=[0])
 
 
-# ----------------------------------------------------------------------------- MNIST-1D: the label in the shape
-# Lesson 03, section 4: the batch-1 comparison repeated on MNIST-1D (helpers.mnist1d), whose label lives in
-# the signal's shape, not its level. Trained to convergence that is too slow for the notebook's default run
-# for several seeds and models, so the runs are committed as data/mnist1d_inference_03.csv; the notebook
-# retrains its own seed's row live and judges it by the committed seeds' spread (helpers.workbook.spread).
-#
-#     MNIST1D_SETTINGS, MNIST1D_RUNS, MNIST1D_SEEDS      what the table holds
-#     train_mnist1d(run, seed, data)        (model, seconds): one run trained at batch 256 to convergence
-#     batch1_accuracies(model, x, y)         the four ways of calling a trained model (section 4's code)
-#     mnist1d_row(run, seed, data)           one row of the table, trained now
-#     read_mnist1d_table(path)               {(seed, run): row}
-#     mnist1d_spreads(row, table, seed)      a retrained row judged by the committed seeds
-#     python -m helpers.bn_inference [--seeds 0,1,2,3,4] [--out data/mnist1d_inference_03.csv]
-
-MNIST1D_TABLE = "mnist1d_inference_03.csv"
-#: Keras's default BN momentum; 16 steps per epoch at batch 256, 60 epochs = 960 steps: the moving averages
-#: keep 0.99**960 ≈ 0.01 % of their starting values, and the test accuracy is flat over the last third
-MNIST1D_SETTINGS = {"batch_size": 256, "epochs": 60, "momentum": 0.99, "learning_rate": 3e-3,
-                    "filters": (32, 32, 32), "kernel_size": 5, "dense": 32}
-#: run -> the model's normalization (conv1d_bn_model's `norm`)
-MNIST1D_RUNS = {"bn": "batch", "no_norm": "none", "instance_norm": "instance"}
-MNIST1D_SEEDS = (0, 1, 2, 3, 4)
-#: the accuracies of a row; the three batch-1 readings exist only for the BN run
-MNIST1D_ACCURACIES = ("acc_inference", "acc_training_batch1", "acc_instance_norm_batch1", "acc_two_thirds")
-MNIST1D_COLUMNS = ["seed", "run", "norm", "batch_size", "epochs", "steps", "momentum", "learning_rate",
-                   "train_loss", *MNIST1D_ACCURACIES, "train_seconds"]
-
-
-def train_mnist1d(run: str, seed: int, data, settings: dict = MNIST1D_SETTINGS, *, progress: bool = True):
-    """Build conv1d_bn_model(norm=MNIST1D_RUNS[run]) for 10 classes from `seed` and fit it at
-    settings["batch_size"] for settings["epochs"] epochs. data: helpers.mnist1d.load_mnist1d().
-
-    Returns (model, info): info holds "train_loss" (last epoch), "steps", "seconds" and "acc_two_thirds"
-    (inference-mode test accuracy after two thirds of the epochs: beside the final one, it shows the plateau)."""
-    import keras
-    from .training import train
-    if run not in MNIST1D_RUNS:
-        raise ValueError(f"run {run!r}: expected one of {list(MNIST1D_RUNS)}")
-    keras.utils.set_random_seed(seed)
-    model = conv1d_bn_model(data.x_train.shape[1], data.x_train.shape[2], filters=settings["filters"],
-                            kernel_size=settings["kernel_size"], dense=settings["dense"],
-                            momentum=settings["momentum"], learning_rate=settings["learning_rate"],
-                            classes=int(np.max(data.y_train)) + 1, norm=MNIST1D_RUNS[run], name=f"mnist1d_{run}")
-    half = 2 * settings["epochs"] // 3
-    first = train(model, data.x_train, data.y_train, epochs=half, batch_size=settings["batch_size"],
-                  desc=f"MNIST-1D {run}, epochs 1–{half}", progress=progress)
-    acc_two_thirds = accuracy(model, data.x_test, data.y_test)
-    second = train(model, data.x_train, data.y_train, epochs=settings["epochs"] - half,
-                   batch_size=settings["batch_size"], desc=f"MNIST-1D {run}, epochs {half + 1}–{settings['epochs']}",
-                   progress=progress)
-    steps = -(-len(data.x_train) // settings["batch_size"]) * settings["epochs"]
-    return model, {"train_loss": second.metrics["loss"][-1], "steps": steps,
-                   "seconds": first.seconds + second.seconds, "acc_two_thirds": acc_two_thirds}
+# ----------------------------------------------------------------------------- batch of one, four ways
 
 
 def batch1_accuracies(model, x: np.ndarray, y: np.ndarray) -> dict:
@@ -537,76 +434,3 @@ def batch1_accuracies(model, x: np.ndarray, y: np.ndarray) -> dict:
         set_bn_trainable(conv_only, False, names=["bn_dense"])
         acc["acc_instance_norm_batch1"] = accuracy(conv_only, x, y, training=True, batch_size=1, compiled=True)
     return acc
-
-
-def mnist1d_row(run: str, seed: int, data, settings: dict = MNIST1D_SETTINGS, *, progress: bool = True) -> dict:
-    """One row of the table (MNIST1D_COLUMNS), trained now; accuracies a row does not have are ''."""
-    model, info = train_mnist1d(run, seed, data, settings, progress=progress)
-    acc = batch1_accuracies(model, data.x_test, data.y_test)
-    row = {"seed": seed, "run": run, "norm": MNIST1D_RUNS[run], "batch_size": settings["batch_size"],
-           "epochs": settings["epochs"], "steps": info["steps"], "momentum": settings["momentum"],
-           "learning_rate": settings["learning_rate"], "train_loss": round(info["train_loss"], 6),
-           "acc_two_thirds": round(info["acc_two_thirds"], 6), "train_seconds": round(info["seconds"], 1)}
-    row.update({k: round(acc[k], 6) if k in acc else "" for k in MNIST1D_ACCURACIES if k != "acc_two_thirds"})
-    return row
-
-
-def mnist1d_table_path():
-    from .workbook import committed
-    return committed.find_data_dir() / MNIST1D_TABLE
-
-
-def read_mnist1d_table(path=None) -> dict:
-    """{(seed, run): row} of the committed table (numbers parsed; '' where a run has no such accuracy)."""
-    from .workbook import committed
-    return {(int(r["seed"]), r["run"]): r
-            for r in committed.read_csv_rows(path or mnist1d_table_path(), keep_text=("run", "norm"))}
-
-
-def mnist1d_column(table: dict, run: str, name: str) -> dict:
-    """{seed: value} of one accuracy of `run` over the committed seeds."""
-    return {seed: float(row[name]) for (seed, r), row in sorted(table.items()) if r == run and row[name] != ""}
-
-
-def mnist1d_spreads(row: dict, table: dict, seed: int, n_test: int):
-    """A row retrained now, each of its accuracies judged by the same run's committed seeds: their range
-    widened by 3 × max(binomial standard error on n_test signals, the seeds' sd)."""
-    from .workbook.spread import Spread, binomial_se
-    out = []
-    for name in MNIST1D_ACCURACIES:
-        if row.get(name, "") == "":
-            continue
-        seeds = mnist1d_column(table, row["run"], name)
-        live = float(row[name])
-        out.append(Spread(f"{row['run']}: {name}", live, list(seeds.values()), resolution=binomial_se(live, n_test),
-                          same_seed=seeds.get(seed)))
-    return out
-
-
-def regenerate_mnist1d(out=None, seeds: Sequence[int] = MNIST1D_SEEDS, command: str = "", *,
-                       settings: dict = MNIST1D_SETTINGS, data=None) -> list[dict]:
-    """Train every run of the table for `seeds`; write the CSV (replacing `out` only once every row is
-    written) and its provenance file. Returns the rows. settings, data: MNIST1D_SETTINGS and
-    load_mnist1d() unless given (a test passes smaller ones)."""
-    from .mnist1d import load_mnist1d
-    from .workbook import committed
-    data = load_mnist1d() if data is None else data
-    return committed.write_table(
-        out or mnist1d_table_path(), MNIST1D_COLUMNS, [(s, r) for s in seeds for r in MNIST1D_RUNS],
-        lambda unit: [mnist1d_row(unit[1], unit[0], data, settings, progress=False)],
-        command=command or "python -m helpers.bn_inference", desc="MNIST-1D batch-1 table", seeds=list(seeds),
-        settings={k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-        runs=dict(MNIST1D_RUNS), data="data/mnist1d.npz (helpers.mnist1d.load_mnist1d: 4,000 train / 1,000 test)")
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    """`python -m helpers.bn_inference [--seeds 0,1,2,3,4] [--out data/mnist1d_inference_03.csv]`: regenerate
-    lesson 03's MNIST-1D batch-1 comparison (see data/README.md)."""
-    from .workbook import committed
-    return committed.regenerate_main(argv, prog="helpers.bn_inference", description=_main.__doc__,
-                                     default_seeds=MNIST1D_SEEDS, table_name=MNIST1D_TABLE,
-                                     regenerate=regenerate_mnist1d)
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .workbook.frameworks import tf
 from .workbook.committed import find_data_dir
 
 SPLIT_SEED = 20240607  # fixed: every lesson and seed sees the same train/test split
@@ -104,7 +105,6 @@ def batch_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, order: str, epo
     A fresh shuffle is drawn for every epoch from `seed`. With "grouped", epochs can
     differ by a batch or so; steps_per_epoch is the smallest over epochs.
     """
-    import tensorflow as tf
     rng = np.random.default_rng(seed)
     epochs_batches = [epoch_batches(y, batch_size, order, rng, drop_remainder) for _ in range(epochs)]
     steps = min(len(b) for b in epochs_batches)

@@ -1,176 +1,33 @@
 """Synchronous data parallelism on logical CPU devices (lesson 05).
 
-What lives here:
-  * ChildInterpreter / run_in_child: a fresh Python interpreter per replica
-    count, because TensorFlow allows one MirroredStrategy size per process
-    (a second size fails with a collective group-size error).
+What lives here (the interpreters the jobs run in are helpers.child_interpreters; the
+multi-worker cluster is helpers.multiworker):
   * strategy_for(k): the process's one MirroredStrategy over k GPUs when the
     machine has them (one GPU is split into k logical GPUs), else over the
     logical CPU devices /cpu:0..k-1; the default strategy for k = 1.
-  * replica_step / distributed_step / loss_function: the hand-written synchronous
-    step (strategy.run, strategy.reduce(SUM)) every custom loop in a child uses: a
-    copy of the step lesson 05 writes on its page (section 2), with an option to
-    reduce and clip before one update; the page checks the two take the same steps.
+  * distributed_step / loss_function: the hand-written synchronous step every custom
+    loop in a child uses: the step and loss lesson 05 writes on its page (section 2,
+    generated into helpers.lessons.l05), plus an option to reduce and clip the
+    gradients before one update (replica_gradients).
   * Jobs that run inside a child (module-level, picklable arguments, numpy
     results): fit_weights, custom_loop_weights (and its cases sum_vs_mean_weights,
     clip_after_aggregation_weights, custom_loop_step), train_for_accuracy (with
     epoch_schedule, a learning rate counted in epochs, and shuffled_epochs, the
     same data order for every batch size).
-  * run_multiworker: two (or more) worker processes on 127.0.0.1 forming a
-    MultiWorkerMirroredStrategy cluster through TF_CONFIG, always cleaned up.
   * step_time_model: t(k) = compute/k + ring all-reduce time.
 
 Weights travel as lists of numpy arrays (model.get_weights() order).
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import json
-import multiprocessing as mp
-import os
-import pickle
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-# --------------------------------------------------------------------------- child interpreters
-
-
-def _child_init(logical_devices: int) -> None:
-    """Runs first in a fresh interpreter: quiet TF, create the logical devices (GPUs split if needed)."""
-    from .workbook.environment import configure_logical_devices, quiet_tensorflow
-    quiet_tensorflow()
-    if logical_devices:
-        configure_logical_devices(logical_devices)
-        split_gpu(logical_devices)
-
-
-def split_gpu(n: int, memory_mb: int = 2048) -> int:
-    """With fewer than n physical GPUs but at least one, split GPU 0 into n logical GPUs.
-
-    Must run before TensorFlow initializes the GPU. Returns the number of GPUs
-    (logical) this process will see; 0 on a machine without one.
-    """
-    import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus or len(gpus) >= n or n < 2:
-        return len(gpus)
-    if tf.config.get_logical_device_configuration(gpus[0]) is None:
-        tf.config.set_logical_device_configuration(
-            gpus[0], [tf.config.LogicalDeviceConfiguration(memory_limit=memory_mb) for _ in range(n)])
-    return n
-
-
-def replica_devices(replicas: int) -> list[str]:
-    """The devices a `replicas`-way MirroredStrategy uses here: GPUs (real or logical) when there
-    are enough, else logical CPU devices. Raises if neither suffices."""
-    import tensorflow as tf
-    for kind in ("GPU", "CPU"):
-        names = [d.name for d in tf.config.list_logical_devices(kind)]
-        if len(names) >= replicas:
-            return names[:replicas]
-    raise RuntimeError(f"{replicas} replicas need {replicas} logical GPU or CPU devices; "
-                       f"this process has {len(tf.config.list_logical_devices('CPU'))} CPU devices")
-
-
-class ChildInterpreter:
-    """A fresh Python interpreter (spawned, not forked) that runs module-level functions.
-
-    Use one per MirroredStrategy size; it stays alive between calls, so TensorFlow
-    is imported once. Always closed (and killed if stuck) by `close()` / `with`.
-
-        with ChildInterpreter(logical_devices=4) as child:
-            result = child.call(fit_weights, replicas=4, ...)
-    """
-
-    def __init__(self, logical_devices: int, timeout: float = 300.0):
-        self.logical_devices = logical_devices
-        self.timeout = timeout
-        self._pool = cf.ProcessPoolExecutor(
-            max_workers=1, mp_context=mp.get_context("spawn"),
-            initializer=_child_init, initargs=(logical_devices,))
-        self._pool.submit(os.getpid)  # start the interpreter (and its TensorFlow import) now
-
-    def call(self, fn: Callable, *args, **kwargs) -> Any:
-        """fn(*args, **kwargs) in the child; its (picklable) result, or its exception re-raised."""
-        future = self._pool.submit(fn, *args, **kwargs)
-        try:
-            return future.result(timeout=self.timeout)
-        except cf.TimeoutError:
-            self.close(kill=True)
-            raise TimeoutError(f"{fn.__name__} did not finish within {self.timeout:.0f} s in the child")
-
-    def close(self, kill: bool = False) -> None:
-        if self._pool is None:
-            return
-        procs = list(getattr(self._pool, "_processes", {}).values())
-        if kill:
-            for p in procs:
-                p.kill()
-        self._pool.shutdown(wait=not kill, cancel_futures=True)
-        self._pool = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self.close(kill=exc_type is not None)
-
-
-def run_in_child(fn: Callable, *args, logical_devices: int, timeout: float = 300.0, **kwargs) -> Any:
-    """fn(*args, **kwargs) in a fresh interpreter with `logical_devices` CPU devices."""
-    with ChildInterpreter(logical_devices, timeout) as child:
-        return child.call(fn, *args, **kwargs)
-
-
-class ReplicaPool:
-    """One child interpreter per replica count > 1; replica count 1 runs in this process.
-
-        pool = ReplicaPool([1, 2, 4], logical_devices=4)
-        pool.call(2, fit_weights, ...)   # runs with a 2-replica MirroredStrategy
-        pool.close()
-    """
-
-    def __init__(self, replica_counts: Sequence[int], logical_devices: int, timeout: float = 300.0):
-        self.counts = sorted(set(int(k) for k in replica_counts))
-        self.logical_devices = logical_devices
-        self.timeout = timeout
-        # started at once, so their TensorFlow imports overlap with work in this process
-        self._children = {k: ChildInterpreter(logical_devices, timeout) for k in self.counts if k > 1}
-
-    def call(self, replicas: int, fn: Callable, **kwargs) -> Any:
-        if replicas == 1:
-            return fn(replicas=1, **kwargs)
-        if replicas not in self._children:
-            self._children[replicas] = ChildInterpreter(self.logical_devices, self.timeout)
-        return self._children[replicas].call(fn, replicas=replicas, **kwargs)
-
-    def release(self, replicas: int) -> None:
-        """Stop the child for `replicas` now (its memory back); a later call starts a new one."""
-        child = self._children.pop(replicas, None)
-        if child is not None:
-            child.close()
-
-    def close(self) -> None:
-        for child in self._children.values():
-            child.close()
-        self._children.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self.close()
-
+from .workbook.frameworks import keras, tf
+from .child_interpreters import replica_devices
+from .lessons.l05 import distributed_step as page_distributed_step, global_batch_loss
 
 # --------------------------------------------------------------------------- strategies and models
 
@@ -186,7 +43,6 @@ def strategy_for(replicas: int):
     size raises a clear error here instead of a collective group-size error later.
     """
     global _STRATEGY
-    import tensorflow as tf
     tf.config.experimental.enable_tensor_float_32_execution(False)
     if replicas == 1:
         return tf.distribute.get_strategy()
@@ -209,8 +65,7 @@ def replica_model(kind: str = "mlp", *, hidden: int = 64, seed: int = 0, synchro
     kind: "mlp" (Dense-ReLU-Dense, no BN, no dropout: exact equivalence holds)
           "mlp_bn" (Dense-BN-ReLU-Dense; synchronized=True for cross-replica BN)
     """
-    import keras
-    from keras import layers
+    layers = keras.layers
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=(64,))
     if kind == "mlp":
@@ -235,7 +90,6 @@ def batches_dataset(x: np.ndarray, y: np.ndarray, sizes: Sequence[int]):
 
     x (N, 64), y (N,); sum(sizes) <= N. Batches may differ in size (e.g. 64 then 63).
     """
-    import tensorflow as tf
     ds, start = None, 0
     for s in sizes:
         part = tf.data.Dataset.from_tensor_slices((x[start:start + s], y[start:start + s])).batch(s)
@@ -269,7 +123,6 @@ def fit_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, s
              "moving_mean": BN moving mean as read from the variable (or None),
              "learning_rate": the optimizer's rate after training, "iterations": its step counter}.
     """
-    import keras
     strategy = strategy_for(replicas)
     with strategy.scope():
         model = replica_model(kind, hidden=hidden, synchronized=synchronized)
@@ -287,47 +140,37 @@ def fit_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.ndarray, s
             "iterations": int(np.asarray(opt.iterations))}
 
 
-def replica_step(model, optimizer, loss_fn, xb, yb):
-    """One replica's share of a synchronous step; what `strategy.run` runs on every device.
-
-    Forward pass on this replica's slice (xb, yb), loss_fn(yb, probabilities), gradients
-    by GradientTape. With an optimizer, apply them here, in replica context: a Keras
-    optimizer then all-reduces (SUMs) the replicas' gradients before the update.
-    Without one, return them for the caller to reduce. Returns (loss, gradients).
-    """
-    import tensorflow as tf
+def replica_gradients(model, loss_fn, xb, yb):
+    """One replica's loss and gradients on its slice (xb, yb), not applied: the caller reduces them first."""
     with tf.GradientTape() as tape:
         loss = loss_fn(yb, model(xb, training=True))
-    grads = tape.gradient(loss, model.trainable_weights)
-    if optimizer is not None:
-        optimizer.apply_gradients(zip(grads, model.trainable_weights))
-    return loss, grads
+    return loss, tape.gradient(loss, model.trainable_weights)
 
 
 def distributed_step(strategy, model, optimizer, loss_fn, *, update="replica", clip_global_norm=None):
-    """The synchronous training step: strategy.run(replica_step) then strategy.reduce(SUM, ...).
+    """The synchronous training step: strategy.run on every replica, then strategy.reduce(SUM, ...).
 
-    update="replica": each replica applies its gradients (Keras sums them across replicas).
-    update="reduced": the replicas' gradients are summed with strategy.reduce(SUM),
-      optionally clipped to `clip_global_norm` (clipping *after* aggregation), and applied
-      once in cross-replica context.
-    Returns a tf.function step(xb, yb) -> loss summed over replicas (the global-batch loss
-    when loss_fn divides by the global batch).
+    update="replica": the page's own step (lesson 05 section 2, helpers.lessons.l05.distributed_step): each
+      replica applies its gradients, and the Keras optimizer sums them across replicas first.
+    update="reduced": the replicas' gradients (replica_gradients) are summed with strategy.reduce(SUM),
+      optionally clipped to `clip_global_norm` (clipping *after* aggregation), and applied once in
+      cross-replica context.
+    Returns a tf.function step(xb, yb) -> loss summed over replicas (the global-batch loss when loss_fn
+    divides by the global batch).
     """
-    import tensorflow as tf
-    SUM = tf.distribute.ReduceOp.SUM
     if update not in ("replica", "reduced"):
         raise ValueError(f"update must be 'replica' or 'reduced', got {update!r}")
-    in_replica = optimizer if update == "replica" else None
+    if update == "replica":
+        return page_distributed_step(strategy, model, optimizer, loss_fn)
+    SUM = tf.distribute.ReduceOp.SUM
 
     @tf.function
     def step(xb, yb):
-        loss, grads = strategy.run(lambda a, b: replica_step(model, in_replica, loss_fn, a, b), args=(xb, yb))
-        if update == "reduced":
-            grads = [strategy.reduce(SUM, g, axis=None) for g in grads]
-            if clip_global_norm is not None:
-                grads, _ = tf.clip_by_global_norm(grads, clip_global_norm)
-            optimizer.apply_gradients(zip(grads, model.trainable_weights))
+        loss, grads = strategy.run(lambda a, b: replica_gradients(model, loss_fn, a, b), args=(xb, yb))
+        grads = [strategy.reduce(SUM, g, axis=None) for g in grads]
+        if clip_global_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, clip_global_norm)
+        optimizer.apply_gradients(zip(grads, model.trainable_weights))
         return strategy.reduce(SUM, loss, axis=None)
 
     return step
@@ -343,12 +186,8 @@ def loss_function(kind: str, strategy, global_batch: int | None = None, divide_a
         divides by num_replicas_in_sync by itself inside strategy.run.
     divide_again: divide the result by num_replicas_in_sync once more (the classic mistake).
     """
-    import keras
-    import tensorflow as tf
     if kind == "global_batch":
-        def base(y, p):
-            return tf.nn.compute_average_loss(keras.losses.sparse_categorical_crossentropy(y, p),
-                                              global_batch_size=global_batch)
+        base = global_batch_loss(global_batch)        # the page's loss (lesson 05 section 2)
     elif kind == "replica_mean":
         def base(y, p):
             return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, p))
@@ -363,7 +202,6 @@ def loss_function(kind: str, strategy, global_batch: int | None = None, divide_a
 
 def _sgd_model(strategy, weights, learning_rate, hidden):
     """The MLP with the shared weights and a built SGD optimizer, created under the strategy."""
-    import keras
     with strategy.scope():
         model = replica_model("mlp", hidden=hidden)
         model.set_weights(weights)
@@ -458,34 +296,41 @@ def epoch_schedule(base_lr: float, peak_lr: float, *, steps_per_epoch: int, warm
     epoch on"). Because the boundaries are epochs × steps_per_epoch of the run, it means the same per
     epoch on any replica count (lesson 05, section 4's fix). A keras LearningRateSchedule of the step.
     """
-    import keras
-    warmup_steps = int(warmup_epochs) * int(steps_per_epoch)
-    boundaries = [int(e) * int(steps_per_epoch) for e in decay_epochs]
+    return EpochSchedule(base_lr, peak_lr, steps_per_epoch=steps_per_epoch, warmup_epochs=warmup_epochs,
+                         decay_epochs=decay_epochs, decay_factor=decay_factor)
 
-    class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            step = keras.ops.cast(step, "float32")
-            if warmup_steps > 0:
-                frac = keras.ops.minimum(step / float(warmup_steps), 1.0)
-                rate = base_lr + (peak_lr - base_lr) * frac
-            else:
-                rate = keras.ops.cast(peak_lr, "float32")
-            for b in boundaries:
-                rate = rate * keras.ops.where(step >= float(b), decay_factor, 1.0)
-            return rate
 
-        def get_config(self):
-            return {"base_lr": base_lr, "peak_lr": peak_lr, "steps_per_epoch": steps_per_epoch,
-                    "warmup_epochs": warmup_epochs, "decay_epochs": list(decay_epochs), "decay_factor": decay_factor}
+class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """epoch_schedule's schedule: the rate at an optimizer step, from boundaries counted in epochs."""
 
-    return EpochSchedule()
+    def __init__(self, base_lr: float, peak_lr: float, *, steps_per_epoch: int, warmup_epochs: int = 0,
+                 decay_epochs: Sequence[int] = (), decay_factor: float = 0.1):
+        self.base_lr, self.peak_lr, self.decay_factor = base_lr, peak_lr, decay_factor
+        self.steps_per_epoch, self.warmup_epochs, self.decay_epochs = steps_per_epoch, warmup_epochs, decay_epochs
+        self.warmup_steps = int(warmup_epochs) * int(steps_per_epoch)
+        self.boundaries = [int(e) * int(steps_per_epoch) for e in decay_epochs]
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        if self.warmup_steps > 0:
+            frac = keras.ops.minimum(step / float(self.warmup_steps), 1.0)
+            rate = self.base_lr + (self.peak_lr - self.base_lr) * frac
+        else:
+            rate = keras.ops.cast(self.peak_lr, "float32")
+        for b in self.boundaries:
+            rate = rate * keras.ops.where(step >= float(b), self.decay_factor, 1.0)
+        return rate
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "peak_lr": self.peak_lr, "steps_per_epoch": self.steps_per_epoch,
+                "warmup_epochs": self.warmup_epochs, "decay_epochs": list(self.decay_epochs),
+                "decay_factor": self.decay_factor}
 
 
 def shuffled_epochs(x: np.ndarray, y: np.ndarray, *, global_batch: int, epochs: int, seed: int):
     """(dataset, steps_per_epoch): `epochs` shuffles of (x (N, 64), y (N,)) drawn from `seed`, each cut into
     full global batches (the last partial one dropped, so every replica gets a full share). The order depends
     on the seed and N only, not on the batch: runs at any replica count see the samples in the same order."""
-    import tensorflow as tf
     steps_per_epoch = len(x) // global_batch
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(x))[:steps_per_epoch * global_batch] for _ in range(epochs)])
@@ -508,7 +353,6 @@ def train_for_accuracy(*, replicas: int, weights: list, x: np.ndarray, y: np.nda
     after training "train_loss"/"test_loss" evaluated on the full sets
     and "weights", and the training's wall "seconds".
     """
-    import keras
     strategy = strategy_for(replicas)
     global_batch = replicas * per_replica_batch
     ds, steps_per_epoch = shuffled_epochs(x, y, global_batch=global_batch, epochs=epochs, seed=seed)
@@ -521,129 +365,37 @@ def train_for_accuracy(*, replicas: int, weights: list, x: np.ndarray, y: np.nda
               if warmup_epochs or len(decay_epochs) else peak)
         opt = keras.optimizers.SGD(lr)
         model.compile(opt, "sparse_categorical_crossentropy")
-    accs, losses, rates, train_losses = [], [], [], []
     ce = keras.losses.SparseCategoricalCrossentropy()
     rate_at = (lambda step: float(lr(step - 1))) if callable(lr) else (lambda step: float(lr))
-
-    class Score(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            accs.append(float(np.mean(np.argmax(np.asarray(self.model(x_test, training=False)), 1) == y_test)))
-            losses.append(float(logs["loss"]))
-            train_losses.append(float(ce(y, self.model(x, training=False))))
-            rates.append(rate_at((epoch + 1) * steps_per_epoch))
-
+    score = EpochScores(x, y, x_test, y_test, ce, rate_at, steps_per_epoch)
     start = time.perf_counter()
-    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=[Score()], shuffle=False)
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=[score], shuffle=False)
     seconds = time.perf_counter() - start
     return {"replicas": replicas, "global_batch": global_batch, "steps_per_epoch": steps_per_epoch,
-            "test_accuracy": accs, "reported_loss": losses, "learning_rate": rates, "train_loss_by_epoch": train_losses,
+            "test_accuracy": score.accs, "reported_loss": score.losses, "learning_rate": score.rates,
+            "train_loss_by_epoch": score.train_losses,
             "steps": [steps_per_epoch * (e + 1) for e in range(epochs)],
             "train_loss": float(ce(y, model(x, training=False))),
             "test_loss": float(ce(y_test, model(x_test, training=False))), "seconds": seconds,
             "weights": [np.asarray(w) for w in model.get_weights()]}
 
 
-# --------------------------------------------------------------------------- multi-worker
+class EpochScores(keras.callbacks.Callback):
+    """train_for_accuracy's callback: after each epoch the test accuracy, fit's reported loss, the training
+    loss in inference mode and the learning rate of the epoch's last step."""
 
+    def __init__(self, x, y, x_test, y_test, loss_fn, rate_at: Callable, steps_per_epoch: int):
+        super().__init__()
+        self.data, self.loss_fn = (x, y, x_test, y_test), loss_fn
+        self.rate_at, self.steps_per_epoch = rate_at, steps_per_epoch
+        self.accs, self.losses, self.train_losses, self.rates = [], [], [], []
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tf_config(ports: Sequence[int], index: int) -> str:
-    """The TF_CONFIG JSON for worker `index` of a loopback cluster."""
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
-
-
-def multiworker_job(*, weights: list, x: np.ndarray, y: np.ndarray, sizes: Sequence[int],
-                    learning_rate: float, try_fit: bool = True, hidden: int = 64) -> dict:
-    """Runs in each worker process (TF_CONFIG already set): custom loop, then model.fit.
-
-    Custom loop: strategy.experimental_distribute_dataset splits each global batch of
-    `sizes` across workers; strategy.run computes gradients; SGD applies the sum of
-    (mean loss / k) gradients. Returns {"weights", "fit_error", "workers"}.
-    """
-    import keras
-    import tensorflow as tf
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    model, opt = _sgd_model(strategy, weights, learning_rate, hidden)
-    # the Keras loss object divides by num_replicas_in_sync itself; the optimizer sums across workers
-    step = distributed_step(strategy, model, opt, loss_function("keras_object", strategy), update="replica")
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    ds = batches_dataset(x, y, sizes).with_options(options)
-    for xb, yb in strategy.experimental_distribute_dataset(ds):
-        step(xb, yb)
-    result = {"weights": [np.asarray(w) for w in model.get_weights()], "fit_error": "",
-              "workers": strategy.num_replicas_in_sync}
-    if try_fit:
-        with strategy.scope():
-            fit_model = replica_model("mlp", hidden=hidden)
-            fit_model.compile(keras.optimizers.SGD(learning_rate), "sparse_categorical_crossentropy")
-        try:
-            fit_model.fit(batches_dataset(x, y, sizes).with_options(options), epochs=1, verbose=0, shuffle=False)
-        except Exception as err:  # noqa: BLE001 - the failure is what we report
-            result["fit_error"] = short_error(f"{type(err).__name__}: {err}", 200)
-    return result
-
-
-def _worker_main(job_path: str, result_path: str) -> None:
-    """Entry point of a worker process: load the job, run it, pickle the result."""
-    from .workbook.environment import quiet_tensorflow
-    quiet_tensorflow()
-    with open(job_path, "rb") as fh:
-        kwargs = pickle.load(fh)
-    result = multiworker_job(**kwargs)
-    with open(result_path, "wb") as fh:
-        pickle.dump(result, fh)
-    sys.stdout.flush()
-    os._exit(0)  # skip collective teardown, which can hang after the peer has gone
-
-
-def run_multiworker(*, workers: int = 2, timeout: float = 180.0, **job) -> list[dict]:
-    """Run multiworker_job(**job) as `workers` processes on 127.0.0.1; every worker's result.
-
-    Each worker gets TF_CONFIG naming the cluster (free loopback ports) and its
-    index. The processes run in their own process group and are killed (group
-    and all) on timeout, on error, or if this function is interrupted.
-    """
-    ports = [free_port() for _ in range(workers)]
-    procs, results = [], []
-    with tempfile.TemporaryDirectory(prefix="multiworker-") as tmp:
-        job_path = Path(tmp) / "job.pkl"
-        job_path.write_bytes(pickle.dumps(job))
-        try:
-            for i in range(workers):
-                env = dict(os.environ, TF_CONFIG=tf_config(ports, i), TF_CPP_MIN_LOG_LEVEL="2",
-                           CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO_ROOT))
-                code = (f"from helpers.distributed import _worker_main; "
-                        f"_worker_main({str(job_path)!r}, {str(Path(tmp) / f'result{i}.pkl')!r})")
-                procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT),
-                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
-            deadline = time.monotonic() + timeout
-            for i, p in enumerate(procs):
-                try:
-                    out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    raise TimeoutError(f"worker {i} did not finish within {timeout:.0f} s")
-                if p.returncode != 0:
-                    tail = out.decode(errors="replace")[-1500:]
-                    raise RuntimeError(f"worker {i} exited with code {p.returncode}:\n{tail}")
-                results.append(pickle.loads((Path(tmp) / f"result{i}.pkl").read_bytes()))
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    try:
-                        os.killpg(p.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    p.wait()
-    return results
+    def on_epoch_end(self, epoch, logs=None):
+        x, y, x_test, y_test = self.data
+        self.accs.append(float(np.mean(np.argmax(np.asarray(self.model(x_test, training=False)), 1) == y_test)))
+        self.losses.append(float(logs["loss"]))
+        self.train_losses.append(float(self.loss_fn(y, self.model(x, training=False))))
+        self.rates.append(self.rate_at((epoch + 1) * self.steps_per_epoch))
 
 
 # --------------------------------------------------------------------------- step-time model

@@ -27,6 +27,8 @@ import json
 import sys
 from pathlib import Path
 
+from .workbook.frameworks import keras
+
 SEED = 0
 EPOCHS = 3
 BATCH_SIZE = 32
@@ -58,7 +60,6 @@ def examples_dir() -> Path:
 def make(out: str | Path | None = None, *, epochs: int = EPOCHS, command: str = COMMAND) -> dict:
     """Train the example, write its two files and examples.provenance.json into `out` (default
     data/examples); returns the provenance."""
-    import keras
     import numpy as np
     from .data import load_digits
     from .workbook.committed import provenance, utc_now

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .workbook.frameworks import tf
 from .batch_size import steps_per_epoch
 
 
@@ -199,7 +200,6 @@ def loss_curve_grid(X, y, batch_sizes, learning_rates, epochs: int, seed: int,
 
 def tf_gradient(model: SoftmaxRegression, X, y) -> np.ndarray:
     """The same mean gradient computed by TensorFlow autodiff, for cross-checking (D*K + K,)."""
-    import tensorflow as tf
     W = tf.Variable(model.W)
     b = tf.Variable(model.b)
     with tf.GradientTape() as tape:

@@ -48,7 +48,7 @@ def array_digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def write(path: Path = MNIST1D_PATH) -> str:
+def write_mnist1d(path: Path = MNIST1D_PATH) -> str:
     """Generate the arrays, save them to `path` (numpy.savez_compressed); return their array digest."""
     arrays = generate()
     np.savez_compressed(path, **arrays)
@@ -65,7 +65,7 @@ def load_mnist1d(path: Path = MNIST1D_PATH) -> Digits:
 
 def _main(argv: list[str]) -> int:
     path = Path(argv[0]) if argv else MNIST1D_PATH
-    digest = write(path)
+    digest = write_mnist1d(path)
     print(f"wrote {path}  arrays sha256 {digest}  file sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
     return 0
 

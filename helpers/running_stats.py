@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .workbook.frameworks import keras
 from .batchnorm import (assign_moving_statistics, batch_statistics, bn_layers, moving_statistics,
                         precise_statistics, preserved_bn_state, relative_error)
 from .workbook.tables import Table
@@ -58,99 +59,52 @@ def statistics_tracker(x_reference, *, every: int = 5, statistics: bool = True):
     block, and it measures at the end of the first block that reaches each multiple of
     `every` — exactly at the multiples when k divides `every` (helpers.training.steps_per_call).
     """
-    import keras
+    return StatisticsTracker(x_reference, every=every, statistics=statistics)
 
-    class StatisticsTracker(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.records, self.step, self.previous = [], 0, None
 
-        def _measure(self):
-            err = {"var_rel_error": float("nan"), "mean_error_in_sd": float("nan")}
-            if statistics:
-                exact = precise_statistics(self.model, x_reference, batch_size=4096, compiled=True)
-                err = statistics_errors(moving_statistics(self.model), exact)
-            w = bn_kernels(self.model)
-            change = (float(np.linalg.norm(w - self.previous) / np.linalg.norm(self.previous))
-                      if self.previous is not None else float("nan"))
-            self.previous = w
-            self.records.append({"step": self.step, "var_rel_error": err["var_rel_error"],
-                                 "mean_error_in_sd": err["mean_error_in_sd"],
-                                 "kernel_norm": float(np.linalg.norm(w)), "relative_change": change})
+class StatisticsTracker(keras.callbacks.Callback):
+    """statistics_tracker's callback: .records (a dict per measurement), .table, .column(name)."""
 
-        def on_train_begin(self, logs=None):
-            self._start = int(self.model.optimizer.iterations.numpy()) - self.step   # steps of earlier fits
+    def __init__(self, x_reference, *, every: int = 5, statistics: bool = True):
+        super().__init__()
+        self.x_reference, self.every, self.statistics = x_reference, every, statistics
+        self.records, self.step, self.previous = [], 0, None
+
+    def _measure(self):
+        err = {"var_rel_error": float("nan"), "mean_error_in_sd": float("nan")}
+        if self.statistics:
+            exact = precise_statistics(self.model, self.x_reference, batch_size=4096, compiled=True)
+            err = statistics_errors(moving_statistics(self.model), exact)
+        w = bn_kernels(self.model)
+        change = (float(np.linalg.norm(w - self.previous) / np.linalg.norm(self.previous))
+                  if self.previous is not None else float("nan"))
+        self.previous = w
+        self.records.append({"step": self.step, "var_rel_error": err["var_rel_error"],
+                             "mean_error_in_sd": err["mean_error_in_sd"],
+                             "kernel_norm": float(np.linalg.norm(w)), "relative_change": change})
+
+    def on_train_begin(self, logs=None):
+        self._start = int(self.model.optimizer.iterations.numpy()) - self.step   # steps of earlier fits
+        self._measure()
+
+    def on_train_batch_end(self, batch, logs=None):
+        before, self.step = self.step, int(self.model.optimizer.iterations.numpy()) - self._start
+        if self.step // self.every > before // self.every:
             self._measure()
 
-        def on_train_batch_end(self, batch, logs=None):
-            before, self.step = self.step, int(self.model.optimizer.iterations.numpy()) - self._start
-            if self.step // every > before // every:
-                self._measure()
+    def on_train_end(self, logs=None):
+        if self.records[-1]["step"] != self.step:
+            self._measure()
 
-        def on_train_end(self, logs=None):
-            if self.records[-1]["step"] != self.step:
-                self._measure()
+    @property
+    def table(self) -> Table:
+        return Table.from_records(self.records)
 
-        @property
-        def table(self) -> Table:
-            return Table.from_records(self.records)
-
-        def column(self, name: str) -> np.ndarray:
-            return np.array([r[name] for r in self.records])
-
-    return StatisticsTracker()
+    def column(self, name: str) -> np.ndarray:
+        return np.array([r[name] for r in self.records])
 
 
-# --- models for the regularization section ---------------------------------------------------
-
-def regularized_cnn(*, dropout: str = "none", rate: float = 0.5, l2: float = 0.0, momentum: float = 0.99,
-                    filters=(16, 32), dense: int = 64, norm: str = "batch", groups: int = 4, name: str | None = None):
-    """helpers.models.small_cnn's architecture with optional dropout and L2, and the normalization as an option.
-
-    dropout: "none"; "before" = Dropout on the flattened features, i.e. before the
-    Dense -> BN block (Li et al. 2019's disharmony); "after" = Dropout after the last
-    BN + ReLU, just before the classifier. l2: L2 factor on every kernel feeding a norm layer.
-    norm: "batch" (BatchNormalization, `momentum`), "group" (GroupNormalization with `groups`
-    groups, no batch statistics: the same in training and inference mode) or "none" (no
-    normalization; the convolutions and the dense layer then get a bias). The norm layers are
-    named norm0, norm1, norm_dense in every variant.
-    Input (N, 8, 8, 1) -> probabilities (N, 10). Uncompiled.
-    """
-    import keras
-    from keras import layers
-    if dropout not in ("none", "before", "after"):
-        raise ValueError(f"dropout must be 'none', 'before' or 'after', got {dropout!r}")
-    if norm not in ("batch", "group", "none"):
-        raise ValueError(f"norm must be 'batch', 'group' or 'none', got {norm!r}")
-    if norm == "group" and any(c % groups for c in (*filters, dense)):
-        raise ValueError(f"groups = {groups} must divide every layer's channels {(*filters, dense)}")
-    reg = keras.regularizers.L2(l2) if l2 > 0 else None
-
-    def normalize(h, layer_name):
-        if norm == "batch":
-            return layers.BatchNormalization(momentum=momentum, name=layer_name)(h)
-        if norm == "group":
-            return layers.GroupNormalization(groups=groups, name=layer_name)(h)
-        return h
-
-    inputs = keras.Input(shape=(8, 8, 1))
-    h = inputs
-    for i, f in enumerate(filters):
-        h = layers.Conv2D(f, 3, padding="same", use_bias=norm == "none", kernel_regularizer=reg, name=f"conv{i}")(h)
-        h = layers.ReLU()(normalize(h, f"norm{i}"))
-        if i == 0:
-            h = layers.MaxPooling2D(2)(h)
-    h = layers.Flatten()(h)
-    if dropout == "before":
-        h = layers.Dropout(rate, name="dropout")(h)
-    h = layers.Dense(dense, use_bias=norm == "none", kernel_regularizer=reg, name="dense")(h)
-    h = layers.ReLU()(normalize(h, "norm_dense"))
-    if dropout == "after":
-        h = layers.Dropout(rate, name="dropout")(h)
-    outputs = layers.Dense(10, activation="softmax", name="classifier")(h)
-    suffix = "" if norm == "batch" else f"_{norm}norm"
-    return keras.Model(inputs, outputs, name=name or f"cnn_dropout_{dropout}_l2_{l2:g}{suffix}")
-
+# --- the regularization section (its model is helpers.models.regularized_cnn) -------------------
 
 def dropout_variance_shift(model, x, *, layer_name: str = "norm_dense", batch_size: int = 1024) -> dict:
     """Variance of a BN layer's input with dropout active vs inactive, weights fixed.
@@ -159,7 +113,6 @@ def dropout_variance_shift(model, x, *, layer_name: str = "norm_dense", batch_si
     so the ratio isolates the shift dropout causes. x: (N, ...). Returns
     train_var (C,), inference_var (C,), and ratio = mean over channels of train/inference.
     """
-    import keras
     layer = model.get_layer(layer_name)
     inputs = model.inputs[0]
     feature_model = keras.Model(inputs, layer.input)
@@ -401,7 +354,6 @@ def predicted_dropout_ratio(model, x, rate: float) -> float:
     that layer's output z = h W: per channel 1 + (p/q)·E[Σᵢ Wᵢ² hᵢ²] / Var(z), averaged over channels.
 
     h (N, F) is the input of the layer named "dropout" with every layer in inference mode; x: (N, ...)."""
-    import keras
     h = np.asarray(keras.Model(model.inputs[0], model.get_layer("dropout").input)(x, training=False), np.float64)
     W = np.asarray(model.get_layer("dense").kernel, np.float64)
     z = h @ W

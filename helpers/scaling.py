@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .workbook.frameworks import keras
 from .gradient_noise import SoftmaxRegression, output_error, simple_noise_scale, softmax  # noqa: F401 (softmax re-exported)
 
 NUM_CLASSES = 10
@@ -86,7 +87,7 @@ def steps_to_target(xa: np.ndarray, y: np.ndarray, xa_test: np.ndarray, y_test: 
     return reached
 
 
-def steps_to_target_sweep(xa, y, xa_test, y_test, *, batches: Sequence[int], learning_rates: Sequence[float],
+def batch_scaling_sweep(xa, y, xa_test, y_test, *, batches: Sequence[int], learning_rates: Sequence[float],
                           target: float, max_steps: int, seed: int, repeats: int = 3, near: float = 0.1,
                           progress: bool = True) -> list[dict]:
     """For each batch size, the median steps to target over `repeats` data orders at each rate; keeps the best.
@@ -213,7 +214,7 @@ def rule_grid(xa, y, xa_test, y_test, *, replicas: Sequence[int], per_replica_ba
 
 def plot_steps_against_batch(reached: Sequence[dict], fit: dict, noise: dict, target: float):
     """Steps to `target` against the global batch (log-log): the sweep's rows that reached it
-    (steps_to_target_sweep), perfect scaling from the smallest batch, the fitted S_min(1 + B_crit/B) (fit:
+    (batch_scaling_sweep), perfect scaling from the smallest batch, the fitted S_min(1 + B_crit/B) (fit:
     fit_critical_batch) and the same curve at B_simple (noise: gradient_noise_scale). Returns (fig, ax)."""
     from .workbook.plotting import figure
     S = np.array([r["steps"] for r in reached], float)
@@ -264,7 +265,6 @@ def weights_after_steps(optimizer, grad_scale: float, xa: np.ndarray, y: np.ndar
     """W (65, 10) of softmax regression after `steps` updates of a Keras optimizer from W = 0, each fed
     grad_scale × the mean gradient of a mini-batch of `batch` (one shuffle drawn from `seed`, wrapped around):
     grad_scale = k stands for k replicas' gradients summed instead of averaged."""
-    import keras
     W = keras.Variable(np.zeros((xa.shape[1], NUM_CLASSES), np.float32))
     order = np.random.default_rng(seed).permutation(len(y))
     for i in range(steps):

@@ -8,28 +8,34 @@ import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from .workbook.frameworks import keras, tf
 from .workbook.tables import Table
 
 
 def progress_callback(total_epochs: int, desc: str, enabled: bool = True):
     """A Keras callback advancing one tqdm bar per epoch (cheap: no per-batch work)."""
-    import keras
-    from tqdm.auto import tqdm
+    return EpochBar(total_epochs, desc, enabled)
 
-    class EpochBar(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", leave=True, disable=not enabled)
 
-        def on_epoch_end(self, epoch, logs=None):
-            if logs and "loss" in logs:
-                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
-            self.bar.update(1)
+class EpochBar(keras.callbacks.Callback):
+    """progress_callback's callback: one tqdm bar, advanced once per epoch."""
 
-        def on_train_end(self, logs=None):
-            self.bar.close()
+    def __init__(self, total_epochs: int, desc: str, enabled: bool = True):
+        super().__init__()
+        self.total_epochs, self.desc, self.enabled = total_epochs, desc, enabled
 
-    return EpochBar()
+    def on_train_begin(self, logs=None):
+        self.bar = tqdm(total=self.total_epochs, desc=self.desc, unit="epoch", leave=True, disable=not self.enabled)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
 
 
 @dataclass
@@ -99,7 +105,6 @@ def compiled_call(model, training: bool, input_shape: tuple | None = None):
     input shape (traced once, kept while the model lives). input_shape: the shape of one
     sample, e.g. (T, C); given, the function accepts any batch size without retracing.
     """
-    import tensorflow as tf
     fns = _COMPILED.setdefault(model, {})
     key = (bool(training), None if input_shape is None else tuple(input_shape))
     if key not in fns:
@@ -163,23 +168,26 @@ def epoch_log(x=None, y=None, *, batch_size: int = 2048):
     model.evaluate, so it adds milliseconds, and that time is excluded from
     `seconds`. Read .seconds and .loss (lists, one entry per epoch) after fit.
     """
-    import keras
 
-    class EpochLog(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds, self.loss = [], []
+    return EpochLog(x, y, batch_size=batch_size)
 
-        def on_train_begin(self, logs=None):
-            self._loss_fn = keras.losses.get(self.model.loss)
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
+class EpochLog(keras.callbacks.Callback):
+    """epoch_log's callback: .seconds and .loss, one entry per epoch."""
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t0)
-            if x is not None:
-                pred = predict_proba(self.model, x, batch_size=batch_size)
-                self.loss.append(float(np.mean(self._loss_fn(y, pred))))
+    def __init__(self, x=None, y=None, *, batch_size: int = 2048):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.seconds, self.loss = [], []
 
-    return EpochLog()
+    def on_train_begin(self, logs=None):
+        self._loss_fn = keras.losses.get(self.model.loss)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t0)
+        if self.x is not None:
+            pred = predict_proba(self.model, self.x, batch_size=self.batch_size)
+            self.loss.append(float(np.mean(self._loss_fn(self.y, pred))))

@@ -591,7 +591,8 @@ def _tagger(out: Path):
     keras = _keras()
     L = keras.layers
     from helpers.batchnorm import precise_bn
-    from helpers.imbalanced import make_series, positive_weight_for, pr_auc, timestep_weights, train_test_split
+    from helpers.imbalanced import make_series, positive_weight_for, timestep_weights, train_test_split
+    from helpers.detection_metrics import pr_auc
     data = make_series(480, 64, frac_series_with_anomaly=0.3, seed=6)
     train, test = train_test_split(data, 0.25, seed=6)
     w_pos = positive_weight_for(train.y)

@@ -82,15 +82,15 @@ OTHER_ROWS = {1: [("dense_ln", 2)], 2: [("group", 2), ("batch", 32)]}
 
 @pytest.mark.parametrize("seed", sorted(OTHER_ROWS))
 def test_other_committed_mnist1d_rows_recompute(seed):
-    from helpers import small_batches as sb
+    from helpers.results import small_batch_runs
     from helpers.mnist1d import load_mnist1d
-    epochs, lr = sb.MNIST1D_DEFAULTS["mnist1d_epochs"], sb.MNIST1D_DEFAULTS["learning_rate"]
-    committed = sb.committed_mnist1d_seeds(epochs, lr)
-    sweep = sb.mnist1d_sweep(sb.page_builder(), load_mnist1d(), seed, epochs, lr)
-    run_epochs = {(n, b): e for n, b, e in sb.mnist1d_settings(epochs)}
+    epochs, lr = small_batch_runs.MNIST1D_DEFAULTS["mnist1d_epochs"], small_batch_runs.MNIST1D_DEFAULTS["learning_rate"]
+    committed = small_batch_runs.committed_mnist1d_seeds(epochs, lr)
+    sweep = small_batch_runs.mnist1d_sweep(small_batch_runs.page_builder(), load_mnist1d(), seed, epochs, lr)
+    run_epochs = {(n, b): e for n, b, e in small_batch_runs.mnist1d_settings(epochs)}
     for norm, b in OTHER_ROWS[seed]:
         live = sweep.run(norm, "iid", b, epochs=run_epochs[(norm, b)])
-        spreads = sb.row_spreads(live, committed[(norm, b)], seed, len(load_mnist1d().y_test))
+        spreads = small_batch_runs.sweep_row_spreads(live, committed[(norm, b)], seed, len(load_mnist1d().y_test))
         assert all(s.within for s in spreads), f"seed {seed} {norm} b={b}: " + "; ".join(s.describe() for s in spreads)
 
 
@@ -121,12 +121,12 @@ OTHER_TINY_ROWS = {1: [("mnist1d", "allconv_batch", 2, 2)],
 
 @pytest.mark.parametrize("seed", sorted(OTHER_TINY_ROWS))
 def test_other_committed_tiny_batch_rows_recompute(seed):
-    from helpers import small_batches as sb
-    committed, build = sb.committed_tiny_seeds(), sb.page_builder()
+    from helpers.results import small_batch_runs
+    committed, build = small_batch_runs.committed_tiny_seeds(), small_batch_runs.page_builder()
     for dataset, norm, b, epochs in OTHER_TINY_ROWS[seed]:
-        data = sb.tiny_dataset(dataset)
-        live = sb.tiny_sweep(build, dataset, seed, data=data).run(norm, "iid", b, epochs=epochs)
-        spreads = sb.row_spreads(live, committed[(dataset, norm, b, epochs)], seed, len(data.y_test))
+        data = small_batch_runs.tiny_dataset(dataset)
+        live = small_batch_runs.tiny_sweep(build, dataset, seed, data=data).run(norm, "iid", b, epochs=epochs)
+        spreads = small_batch_runs.sweep_row_spreads(live, committed[(dataset, norm, b, epochs)], seed, len(data.y_test))
         assert all(s.within for s in spreads), f"seed {seed} {dataset} {norm} b={b}: " + "; ".join(s.describe() for s in spreads)
 
 

@@ -66,7 +66,7 @@ def test_mnist1d_label_in_the_shape(findings, seed):
 
 def test_the_runs_retrain_every_committed_mnist1d_run(findings):
     """Seed 0 retrains the BN run; the tests' other seeds retrain the other two (RUN_PARAMETERS)."""
-    from helpers.bn_inference import MNIST1D_RUNS
+    from helpers.results.mnist1d_inference import MNIST1D_RUNS
     assert {findings(STEM, seed)["mnist1d_live_row"]["run"] for seed in SEEDS} == set(MNIST1D_RUNS)
 
 

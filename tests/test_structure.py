@@ -175,8 +175,7 @@ def test_lesson_code_cells_are_definitions_first(path):
 # Public names still defined in two helper modules: the committed-table plumbing that is to get one home, and
 # names whose two meanings live in separate layers (helpers.workbook's Run is a notebook's setup; the spike lesson's
 # Run is one training run). A name added to two modules fails here.
-KNOWN_DUPLICATE_NAMES = {"Run", "check_parameter_names", "mnist1d_row", "read_table", "regenerate", "regenerate_mnist1d",
-                         "render_html", "row_spreads", "steps_to_target_sweep", "write", "write_report"}
+KNOWN_DUPLICATE_NAMES: set[str] = set()
 
 
 def test_public_names_are_defined_once_across_helpers():
@@ -192,3 +191,58 @@ def test_public_names_are_defined_once_across_helpers():
     assert set(twice) <= KNOWN_DUPLICATE_NAMES, {n: w for n, w in twice.items() if n not in KNOWN_DUPLICATE_NAMES}
     for name in ("build_model", "accuracy", "loss_function", "RunResult", "precise_statistics", "wilson_interval"):
         assert len(seen.get(name, [])) <= 1, (name, seen[name])    # the names the tree review found twice
+
+
+def reading_minutes(nb) -> tuple[float, int]:
+    """(minutes to read, longest code cell in lines): prose at 200 words a minute, code at 20 lines a minute."""
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    words = sum(len(c.source.split()) for c in nb.cells if c.cell_type == "markdown")
+    return words / 200 + sum(s.count("\n") + 1 for s in code) / 20, max(s.count("\n") + 1 for s in code)
+
+
+def test_reading_time_measure_on_a_small_notebook():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(" ".join(["word"] * 400)),
+                                         nbformat.v4.new_code_cell("a = 1\nb = 2"), nbformat.v4.new_code_cell("c = 3")])
+    assert reading_minutes(nb) == (2 + 3 / 20, 2)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_a_lesson_reads_in_35_minutes_with_no_code_cell_over_40_lines(path):
+    minutes, longest = reading_minutes(_nb(path))
+    assert minutes <= 35 and longest <= 40, f"{minutes:.1f} min to read, longest code cell {longest} lines"
+
+
+def _helper_files() -> dict[str, str]:
+    """helpers' module names ('helpers.results.long_runs') -> their files ('helpers/results/long_runs.py')."""
+    out = {}
+    for p in (REPO_ROOT / "helpers").rglob("*.py"):
+        rel = p.relative_to(REPO_ROOT)
+        if p.name != "__init__.py" and "workbook" not in rel.parts:
+            out[".".join(rel.with_suffix("").parts)] = rel.as_posix()
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_each_section_links_the_helper_files_it_calls(path):
+    files, nb = _helper_files(), _nb(path)
+    aliases = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for m in re.finditer(r"^\s*from (helpers(?:\.\w+)*) import (\w+)(?: as (\w+))?", cell.source, re.M):
+                if f"{m.group(1)}.{m.group(2)}" in files:
+                    aliases[m.group(3) or m.group(2)] = files[f"{m.group(1)}.{m.group(2)}"]
+    missing, section = [], None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            headings = re.findall(r"^## (\d+\..*)$", cell.source, re.M)
+            if headings:
+                section = {"title": headings[-1], "links": set(), "used": set()}
+                missing.append(section)
+            if section:
+                section["links"] |= set(re.findall(r"\(\.\./(helpers/[\w/]+\.py)\)", cell.source))
+        elif section:
+            section["used"] |= {aliases[a] for a in re.findall(r"\b(\w+)\.\w", cell.source) if a in aliases}
+            section["used"] |= {files[m] for m in re.findall(r"^\s*from (helpers(?:\.\w+)+) import", cell.source, re.M)
+                                 if m in files}
+    unlinked = {s["title"]: sorted(s["used"] - s["links"]) for s in missing if s["used"] - s["links"]}
+    assert not unlinked, unlinked

@@ -118,10 +118,21 @@ def test_sweep_commands_name_a_notebook_and_its_parameters():
 
 
 def test_regenerate_commands_pass_the_argument_checks():
+    """The spike runs' regeneration commands a notebook suggests, written as the table's own command or through
+    python -m helpers.workbook.regenerate, name real tables and pass the command's argument checks."""
     from helpers.spikes import regeneration
-    prefix = "python -m helpers.spikes.asker_state"
-    commands = [c for p in NOTEBOOKS for c in try_next_commands(p) if c.startswith(prefix)]
+    from helpers.workbook import regenerate as rg
+    own, through = "python -m helpers.spikes.asker_state", "python -m helpers.workbook.regenerate"
+    commands = [c for p in NOTEBOOKS for c in try_next_commands(p) if c.startswith((own, through))]
     assert commands
     for command in commands:
-        args = regeneration.parse_args(shlex.split(command)[3:])
-        assert args.seeds and 1 <= args.workers <= 8, command
+        words = shlex.split(command)[3:]
+        if command.startswith(through):
+            names = [w for w in words if not w.startswith("-")]
+            assert names and set(names) <= set(rg.TABLES), command
+            argvs = [rg.TABLES[n][2] for n in names if rg.TABLES[n][0] == "helpers.spikes.asker_state"]
+        else:
+            argvs = [words]
+        for argv in argvs:
+            args = regeneration.parse_args(argv)
+            assert args.seeds and 1 <= args.workers <= 8, command

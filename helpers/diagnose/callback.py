@@ -19,7 +19,7 @@ recorded in `results` (with its "error") and warned about: a diagnosis never end
 Spike watch. Keras 3 logs, per batch, logs["loss"] = the running mean of the epoch so far, each
 batch weighted by its number of samples (the loss tracker's sample_weight is the batch size,
 keras/src/backend/tensorflow/trainer.py TensorFlowTrainer.train_step). The true batch loss is
-undone from it as helpers.spikes.inspector.undo_running_mean does, l_i = (S_i - S_(i-1)) / n_i with
+undone from it as lesson 06's undo_running_mean (helpers.lessons.l06) does, l_i = (S_i - S_(i-1)) / n_i with
 S = running mean x samples so far. Spikes follow the project's one rule, helpers.spikes.flags.flag_spikes
 (loss >= spike_ratio x median of the previous spike_window batch losses AND loss - median >= spike_min_jump,
 no reference before MIN_POINTS losses), computed incrementally over the whole fit (the window runs
@@ -59,7 +59,7 @@ The cost: one retrace of the train function per fit, and one small variable read
       TensorFlow: train_step is not wrapped, positives are None and the batches are assumed equal in
       size (exact except for a last partial batch).
     - a custom train_step whose logs["loss"] is not Keras's running mean (e.g. it returns the raw batch
-      loss): the recovered values are wrong; give such a model a loss tracker as helpers.spikes.inspector.inspected_model_class does.
+      loss): the recovered values are wrong; give such a model a loss tracker as helpers.spikes.inspector.InspectedModel does.
     - if fit raises, on_train_end is not called and the wrapper stays on the model (harmless: the same
       step plus one variable update); call `callback.restore()` to remove it.
 """

@@ -108,7 +108,7 @@ THRESHOLDS = {name: value for name, value in globals().items()
 LESSONS = {
     "warmup": ("04_batchnorm_running_statistics.ipynb", "1. How the moving averages warm up"),
     "precise": ("04_batchnorm_running_statistics.ipynb", "6. Precise BN: recomputing the statistics exactly"),
-    "gap": ("04_batchnorm_running_statistics.ipynb", "3. Decomposing the train/validation gap"),
+    "gap": ("04_batchnorm_running_statistics.ipynb", "2. Decomposing the train/validation gap"),
     "batch1": ("03_batchnorm_train_vs_inference.ipynb", "2. Three ways to call the same model"),
     "streaming": ("03_batchnorm_train_vs_inference.ipynb", "3. The accepted answer, tested"),
     "noise": ("01_steps_epochs_and_batches.ipynb",

@@ -62,7 +62,7 @@ class Metric:
 
     def value(self, out: np.ndarray, y: np.ndarray) -> float:
         if self.task == "timestep":
-            from ..imbalanced import pr_auc
+            from ..detection_metrics import pr_auc
             return float(pr_auc(y, probabilities_from(out, self.from_logits)[..., 0]))
         return float(np.mean(self.per_example(out, y)))
 

@@ -15,3 +15,24 @@ def weighted_loss_from_logits(y, z, w, cap=np.inf):
     # element losses (B, T): w·y·softplus(−z) + (1−y)·softplus(z), each at most `cap`
     element = w * y * tf.nn.softplus(-z) + (1 - y) * tf.nn.softplus(z)
     return tf.minimum(element, cap)
+
+
+# notebooks/07_loss_spikes_under_adam.ipynb, 2. The lesson's code: loss from logits, the step, the spike rule, skip-step, clipping (cell c27)
+def is_spike(loss, previous, window=50, ratio=10.0, min_jump=0.02):
+    previous = np.asarray(previous[-window:])
+    if len(previous) < 3:
+        return False
+    reference = np.median(previous)
+    return loss >= ratio * reference and loss - reference >= min_jump
+
+
+def train_steps(compute, apply, batches, skip_spikes=False):
+    losses, skipped = [], []
+    for x, y in batches:
+        loss, grads, grad_norm, per_series = compute(x, y)
+        skip = skip_spikes and is_spike(float(loss), losses)
+        if not skip:
+            apply(grads)                                 # skip-step: a spike's update is never applied
+        losses.append(float(loss))
+        skipped.append(skip)
+    return np.array(losses), np.array(skipped)

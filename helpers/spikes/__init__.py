@@ -1,7 +1,7 @@
 """Loss spikes under Adam with extremely rare positives (lesson 07), and the spike rule the diagnosis uses:
 
     flags        running median of the previous points; ratio, jump and the spike flag; Wilson interval
-    inspector    true per-batch losses from Keras logs (undo_running_mean), a model that logs them
+    inspector    a model that logs the true per-batch loss and the gradient norm (InspectedModel)
     asker_state  the asker's regime at a laptop's size: data variants a–d, the 2×LSTM tagger, the logits loss,
                  one training run with its per-step log and snapshots, the remedies; and the command that
                  regenerates data/spike_runs/: python -m helpers.spikes.asker_state

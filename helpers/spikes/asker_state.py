@@ -12,7 +12,7 @@ and the weighted loss on fixed monitoring series are logged every 100 steps.
     tagger(units)                                  the model (logits out)
     weighted_loss_from_logits, focal_loss_from_logits    element losses (B, T) from logits (the first is
                                                          lesson 07's own, generated into helpers/lessons/l07.py)
-    Run                                            one run: model, Adam, data, the step, the log, snapshots
+    SpikeRun                                       one run: model, Adam, data, the step, the log, snapshots
     spike_mask(loss)                               the lesson's spike rule (loss ≥ 10 × median of the previous 50)
     event_recall_at_false_alarms(...)              event recall at 1 false alarm per 1,000 steps
 
@@ -36,6 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from .. import imbalanced as imb
+from .. import detection_metrics
+from ..lessons.l07 import is_spike as lesson_is_spike  # the page's spike rule (lesson 07 section 2), skip-step's
 from ..lessons.l07 import weighted_loss_from_logits  # noqa: F401  (written on the page, lesson 07 section 2)
 from .flags import flag_spikes, running_median  # noqa: F401  (running_median: the lesson's figures)
 
@@ -50,15 +52,6 @@ VARIANTS = {
 }
 SPIKE_RULE = dict(window=50, ratio=10.0, min_jump=0.02)
 EVAL_EVERY = 100
-
-
-def spike_on_arrival(loss: float, previous) -> bool:
-    """The spike rule for a new batch loss, given the losses before it (what skip-step decides on)."""
-    previous = np.asarray(previous[-SPIKE_RULE["window"]:], np.float64)
-    if len(previous) < 3:
-        return False
-    ref = np.median(previous)
-    return loss >= SPIKE_RULE["ratio"] * ref and loss - ref >= SPIKE_RULE["min_jump"]
 
 
 def spike_mask(loss) -> np.ndarray:
@@ -190,8 +183,8 @@ def event_recall_at_false_alarms(y_true, p, *, per_1000_steps: float = 1.0, tole
     """Event recall with the threshold set so that the model fires on `per_1000_steps` of every
     1,000 steps farther than `tolerance` from any labelled step."""
     y, s = np.asarray(y_true) > 0.5, np.asarray(p, np.float64)
-    threshold = np.quantile(s[~imb._widen(y, tolerance)], 1 - per_1000_steps / 1000)
-    return imb.event_recall(y, s, threshold=threshold, tolerance=tolerance)
+    threshold = np.quantile(s[~detection_metrics.widen_events(y, tolerance)], 1 - per_1000_steps / 1000)
+    return detection_metrics.event_recall(y, s, threshold=threshold, tolerance=tolerance)
 
 
 LOG = ("loss", "positives", "min_p_positive", "grad_norm", "clipped", "skipped", "sqrt_vhat_mean",
@@ -199,7 +192,7 @@ LOG = ("loss", "positives", "min_p_positive", "grad_norm", "clipped", "skipped",
 EVAL_LOG = ("eval_step", "val_pr_auc", "monitor_loss")
 
 
-class Run:
+class SpikeRun:
     """One training run in the asker's regime. `remedy` is a key of REMEDIES; `clip` is the
     clip norm the "clip" remedy uses. The step is `compute` (loss, gradients and statistics
     of a batch) then `apply` (Adam), so skip-step can refuse an update after seeing the loss.
@@ -214,7 +207,7 @@ class Run:
             raise ValueError("the clip remedy needs clip=, the run's own gradient-norm percentile")
         self.data, self.seed, self.remedy = data, seed, remedy
         self._weighted = element_loss or weighted_loss_from_logits
-        self._is_spike = is_spike or spike_on_arrival
+        self._is_spike = is_spike or lesson_is_spike
         self.model = tagger(units, seed)
         kw = {"learning_rate": 3e-4 if remedy == "lr_3e-4" else lr}
         if remedy == "beta2_0.99":
@@ -295,7 +288,7 @@ class Run:
     def evaluate(self) -> dict:
         """Validation PR-AUC (clean labels) and the weighted loss on the monitoring series."""
         val, mon = self.data.val, self.data.monitor
-        pr = imb.pr_auc(val.y, self.predict(val.x))
+        pr = detection_metrics.pr_auc(val.y, self.predict(val.x))
         z = np.concatenate([self._predict(tf.constant(mon.x[k:k + 128])).numpy() for k in range(0, len(mon.x), 128)])
         mloss = float(tf.reduce_mean(weighted_loss_from_logits(mon.y, z, self.data.positive_weight)))
         for k, v in zip(EVAL_LOG, (self.step, pr, mloss)):
@@ -304,8 +297,8 @@ class Run:
 
     def final_metrics(self) -> dict:
         p = self.predict(self.data.val.x)
-        return {"final_pr_auc": imb.pr_auc(self.data.val.y, p),
-                "event_recall_1fa": event_recall_at_false_alarms(self.data.val.y, p)}
+        return {"final_pr_auc": detection_metrics.pr_auc(self.data.val.y, p),
+                              "event_recall_1fa": event_recall_at_false_alarms(self.data.val.y, p)}
 
     # snapshots: weights, Adam's moments and step, the batch stream's RNG
     def state(self) -> dict:

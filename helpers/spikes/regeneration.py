@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from .asker_state import (BRANCH_STEPS, DATA, HOLD_STEPS, MAX_STEPS_A, REMEDIES, SCRATCH_DIR, SCRATCH_STEPS,
-                          SCRATCH_UNITS, SNAPSHOT_B, SPIKE_RULE, STEPS_B, TARGET_LOSS, VARIANTS, Run, find_runs_dir,
+                          SCRATCH_UNITS, SNAPSHOT_B, SPIKE_RULE, STEPS_B, TARGET_LOSS, VARIANTS, SpikeRun, find_runs_dir,
                           scratch_dir, variant_data)
 
 
@@ -31,7 +31,7 @@ def reached_step(loss, target: float | None = None, window: int = 50):
     return None
 
 
-def _save(out, name, run: Run, **meta):
+def _save(out, name, run: SpikeRun, **meta):
     import json
     import time
     arrays = run.arrays()
@@ -58,14 +58,14 @@ def job(spec: dict) -> str:
     (out if kind == "scratch" else snaps).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if kind == "a":
-        run, reached = Run(variant_data("a", seed), seed=seed), None
+        run, reached = SpikeRun(variant_data("a", seed), seed=seed), None
         while run.step < MAX_STEPS_A and (reached is None or run.step < reached + HOLD_STEPS):
             run.train(50)
             if reached is None and (reached := reached_step(run.log["loss"])) is not None:
                 np.savez_compressed(snaps / f"a_s{seed}.npz", **run.state())
         name, meta = f"a_s{seed}", {"reached": reached}
     elif kind == "b":
-        run = Run(variant_data("b", seed), seed=seed)
+        run = SpikeRun(variant_data("b", seed), seed=seed)
         run.train(SNAPSHOT_B)
         np.savez_compressed(snaps / f"b_s{seed}.npz", **run.state())
         run.train(STEPS_B - SNAPSHOT_B)
@@ -77,7 +77,7 @@ def job(spec: dict) -> str:
         if spec["remedy"] == "clip":
             clip = float(np.percentile(np.load(spec["clip_from"])["grad_norm"][:SCRATCH_STEPS], 95))
         units = spec.get("units", SCRATCH_UNITS)
-        run = Run(variant_data("b", seed), seed=seed, remedy=spec["remedy"], clip=clip, units=units)
+        run = SpikeRun(variant_data("b", seed), seed=seed, remedy=spec["remedy"], clip=clip, units=units)
         run.train(SCRATCH_STEPS)
         run.evaluate()                       # the validation PR-AUC after the last step, at eval_step SCRATCH_STEPS
         name, meta = f"scratch_b_{spec['remedy']}_s{seed}", {"from_step": 0, "units": units}
@@ -88,7 +88,7 @@ def job(spec: dict) -> str:
         if spec["remedy"] == "clip":
             g = np.load(out / f"{src}_s{seed}.npz")["grad_norm"]
             clip = float(np.percentile(g[1000:SNAPSHOT_B], 95))
-        run = Run(variant_data(spec["variant"], seed), seed=seed, remedy=spec["remedy"], clip=clip)
+        run = SpikeRun(variant_data(spec["variant"], seed), seed=seed, remedy=spec["remedy"], clip=clip)
         run.load_state(state)
         start = run.step
         run.train(BRANCH_STEPS)

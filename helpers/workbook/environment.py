@@ -8,12 +8,9 @@ the environment. Nothing happens at import time.
 from __future__ import annotations
 
 import ast
-import logging
 import os
 import platform
 import random
-import sys
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,19 +38,10 @@ class Run:
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ and absl start-up chatter (not errors)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-reproducible CPU results
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*input_shape.*")
-    warnings.filterwarnings("ignore", message=".*Your input ran out of data.*")
-    import tensorflow as tf  # noqa: E402  (after the environment variables)
-    tf.get_logger().setLevel(logging.ERROR)
-    try:
-        import absl.logging
-        absl.logging.set_verbosity(absl.logging.ERROR)
-    except ImportError:  # pragma: no cover
-        pass
+    """Set the workbook's TensorFlow environment defaults, silence its start-up chatter (not errors) and load it:
+    helpers.workbook.frameworks, whose import does all three once per process."""
+    from . import frameworks
+    frameworks.quiet()
 
 
 def configure_logical_devices(n: int) -> list:

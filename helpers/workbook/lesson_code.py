@@ -113,7 +113,7 @@ def disagreements(notebooks_dir: Path = NOTEBOOKS_DIR, lessons_dir: Path = LESSO
     return sorted(bad + sorted(have - set(want)))
 
 
-def write(notebooks_dir: Path = NOTEBOOKS_DIR, lessons_dir: Path = LESSONS_DIR) -> list[str]:
+def write_lessons(notebooks_dir: Path = NOTEBOOKS_DIR, lessons_dir: Path = LESSONS_DIR) -> list[str]:
     """Write every module (and helpers/lessons/__init__.py); remove modules whose notebook lost its tags."""
     lessons_dir = Path(lessons_dir)
     lessons_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
                 return 1
             print("helpers/lessons agrees with the notebooks")
             return 0
-        print("wrote " + ", ".join(write(a.notebooks, a.out)))
+        print("wrote " + ", ".join(write_lessons(a.notebooks, a.out)))
         return 0
     except SyntaxError as e:
         print(f"error: a cell tagged {TAG!r} does not parse: {e}", file=sys.stderr)

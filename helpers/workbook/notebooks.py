@@ -65,7 +65,7 @@ def declared_parameters(notebook: Path | str) -> dict[str, Any]:
     raise ValueError(f"{Path(notebook).name} has no cell tagged 'parameters'")
 
 
-def check_parameter_names(notebook: Path | str, names) -> None:
+def check_notebook_parameters(notebook: Path | str, names) -> None:
     """Raise ParameterError (listing the allowed names) for any of `names` the notebook does not declare."""
     from .environment import check_parameter_names as check_names
     check_names(list(names), list(declared_parameters(notebook)), Path(notebook).stem)

@@ -19,12 +19,12 @@ import time
 # name: (module, its command-line function, arguments, what it writes)
 TABLES = {
     "examples": ("helpers.examples", "main", [], "data/examples/: lesson 08's example model and data"),
-    "mnist1d": ("helpers.small_batches", "_main", [], "data/mnist1d_runs.csv: lesson 02's MNIST-1D runs"),
-    "tiny": ("helpers.small_batches", "_main", ["tiny"],
+    "mnist1d": ("helpers.results.small_batch_runs", "_main", [], "data/mnist1d_runs.csv: lesson 02's MNIST-1D runs"),
+    "tiny": ("helpers.results.small_batch_runs", "_main", ["tiny"],
              "data/tiny_batch_runs.csv: lesson 02's all-convolutional and headline runs"),
-    "inference": ("helpers.bn_inference", "_main", [], "data/mnist1d_inference_03.csv: lesson 03's batch-1 comparison"),
-    "long_runs": ("helpers.long_runs", "main", [], "data/long_runs.csv: lesson 04's long runs"),
-    "converged": ("helpers.converged_runs", "_main", [], "data/converged_05.csv: lesson 05's runs to convergence"),
+    "inference": ("helpers.results.mnist1d_inference", "_main", [], "data/mnist1d_inference_03.csv: lesson 03's batch-1 comparison"),
+    "long_runs": ("helpers.results.long_runs", "main", [], "data/long_runs.csv: lesson 04's long runs"),
+    "converged": ("helpers.results.converged_runs", "_main", [], "data/converged_05.csv: lesson 05's runs to convergence"),
     "spike_runs": ("helpers.spikes.asker_state", "main", [],
                    "data/spike_runs/: lesson 07's per-step logs and snapshots in the asker's regime"),
     "spike_runs_from_scratch": ("helpers.spikes.asker_state", "main", ["--from-scratch"],

@@ -50,7 +50,7 @@ PRODUCED = ("notebooks", "html", "findings", "report.md", "index.html", "run.jso
 COMPLETE_MARKER = ".complete"  # written into the staging folder once its report is complete
 
 
-def render_html(executed: Path, target: Path) -> None:
+def render_notebook_html(executed: Path, target: Path) -> None:
     import nbformat
     from nbconvert import HTMLExporter
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
@@ -76,7 +76,7 @@ def report_rows(results: list[Execution], staging: Path) -> list[dict]:
     return rows
 
 
-def write_report(rows: list[dict], staging: Path, started: float) -> None:
+def write_run_report(rows: list[dict], staging: Path, started: float) -> None:
     total = sum(r["seconds"] for r in rows)
     ok = sum(r["status"] == "ok" for r in rows)
     lines = [f"# Workbook run report", "",
@@ -266,7 +266,7 @@ def _run_one(executor, nb: Path, staging: Path, parameters: dict | None, html_ou
                            f"{type(exc).__name__}: {exc}", type(exc).__name__)
     if html_out and Path(result.output).exists():
         try:
-            render_html(result.output, staging / "html" / f"{nb.stem}.html")
+            render_notebook_html(result.output, staging / "html" / f"{nb.stem}.html")
         except Exception as exc:
             note = f"HTML rendering failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
             result.error = f"{result.error}; {note}" if result.error else note
@@ -322,7 +322,7 @@ def run_all(notebooks: list[Path], build: Path, *, executor: Callable[..., Execu
                     log(_status_line(i, len(notebooks), result))
                     results.append(result)
             rows = report_rows(results, staging)
-            write_report(rows, staging, started)
+            write_run_report(rows, staging, started)
             atomic_write_text(staging / COMPLETE_MARKER, f"{time.time()}\n")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .findings import atomic_write_text, build_dir, findings_path
-from .notebooks import check_parameter_names, execute
+from .notebooks import check_notebook_parameters, execute
 from .tables import Table
 
 
@@ -112,7 +112,7 @@ def sweep(notebook: Path, grid: dict[str, list], name: str | None = None, root: 
     """
     from tqdm.auto import tqdm
     notebook = Path(notebook)
-    check_parameter_names(notebook, grid)
+    check_notebook_parameters(notebook, grid)
     name = name or notebook.stem
     root = (root or build_dir() / "sweeps")
     points = grid_points(grid)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no notebook {args.notebook}")
     try:
         grid = parse_grid(args.grid)
-        check_parameter_names(args.notebook, grid)
+        check_notebook_parameters(args.notebook, grid)
     except ValueError as err:  # ParameterError is a ValueError
         parser.error(str(err))
     rows, csv_path = sweep(args.notebook, grid, args.name)

@@ -46,14 +46,50 @@ def test_arithmetic_records_what_was_asked():
     assert got["arithmetic"]["one_ulp_nudge"] is False and got["arithmetic"]["cpus_allowed"] >= 1
 
 
-def test_every_deterministic_comparison_listed_is_a_finding_its_notebook_records():
+def _recorded_name_patterns(stem: str) -> list:
+    """The finding names a notebook's cells record, as regexes: record("name", ...), record(f"name_{k}", ...) and
+    the keys of record_many({...}); an f-string placeholder matches any value of the parameter."""
+    import ast
     import re
+    import nbformat
     from helpers.workbook.notebooks import notebook_path
+
+    def pattern(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return re.escape(node.value) + "$"
+        if isinstance(node, ast.JoinedStr):
+            return "".join(re.escape(v.value) if isinstance(v, ast.Constant) else "[a-z0-9_]+" for v in node.values) + "$"
+        return None
+
+    names = []
+    for cell in nbformat.read(notebook_path(stem), as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
+                if node.func.id == "record":
+                    names.append(pattern(node.args[0]))
+                elif node.func.id == "record_many" and isinstance(node.args[0], ast.Dict):
+                    names += [pattern(k) for k in node.args[0].keys if k is not None]
+    return [re.compile(n) for n in names if n]
+
+
+def test_recorded_names_are_read_from_record_and_record_many_calls(tmp_path, monkeypatch):
+    import nbformat
+    from helpers.workbook import notebooks
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        'record("alpha", 1)\nrecord(f"beta_{k}", 2)\nrecord_many({"gamma": 3, f"delta_{k}_x": 4})\nother("zeta", 5)')])
+    nbformat.write(nb, tmp_path / "99_x.ipynb")
+    monkeypatch.setattr(notebooks, "notebook_path", lambda stem: tmp_path / f"{stem}.ipynb")
+    patterns = _recorded_name_patterns("99_x")
+    for name in ("alpha", "beta_3", "gamma", "delta_b_x"):
+        assert any(p.match(name) for p in patterns), name
+    assert not any(p.match(n) for p in patterns for n in ("zeta", "alphabet", "delta_b_y"))
+
+
+def test_every_deterministic_comparison_listed_is_a_finding_its_notebook_records():
     from helpers.workbook.tolerances import DETERMINISTIC
     for stem, names in DETERMINISTIC.items():
-        source = notebook_path(stem).read_text(encoding="utf-8")
-        # record("name", ...) or record(f"name_{k}_...", ...): a placeholder matches any value of the parameter
-        names_written = re.findall(r'record\(f?\\"([a-z0-9_{}]+)\\"', source)   # only [a-z0-9_{}]: safe in a regex
-        recorded = [re.compile(re.sub(r"\{[a-z0-9_]+\}", "[a-z0-9_]+", n) + "$") for n in names_written]
+        recorded = _recorded_name_patterns(stem)
         missing = [n for n in names if not any(r.match(n) for r in recorded)]
         assert not missing, (stem, missing)

@@ -13,11 +13,15 @@ from helpers.spikes.flags import flag_spikes
 SMALL = dict(n_series=96, timesteps=48, n_validation=40, n_monitor=32, frac_series_with_anomaly=0.25)
 
 
-def test_spike_on_arrival_is_the_vectorised_rule():
+def test_the_pages_spike_rule_is_the_vectorised_rule():
+    import inspect
+    from helpers.lessons.l07 import is_spike
+    defaults = {k: p.default for k, p in inspect.signature(is_spike).parameters.items() if k in st.SPIKE_RULE}
+    assert defaults == st.SPIKE_RULE                       # the page's defaults are the rule the regeneration uses
     rng = np.random.default_rng(3)
     loss = np.exp(rng.normal(np.log(0.01), 0.3, 400))
     loss[[60, 61, 200, 350]] *= [40, 15, 12, 200]
-    one_by_one = np.array([st.spike_on_arrival(float(loss[k]), list(loss[:k])) for k in range(len(loss))])
+    one_by_one = np.array([is_spike(float(loss[k]), list(loss[:k])) for k in range(len(loss))])
     assert one_by_one.sum() >= 4
     np.testing.assert_array_equal(one_by_one, st.spike_mask(loss))
     np.testing.assert_array_equal(st.spike_mask(loss), flag_spikes(loss, window=50, ratio=10.0, min_jump=0.02))
@@ -72,15 +76,15 @@ def test_reached_step():
 
 def test_snapshot_round_trip_and_skip_step():
     d = st.variant_data("a", 0, **SMALL)
-    run = st.Run(d, seed=0, batch=16)
+    run = st.SpikeRun(d, seed=0, batch=16)
     run.train(3)
     state = run.state()
-    twin = st.Run(d, seed=0, batch=16)
+    twin = st.SpikeRun(d, seed=0, batch=16)
     twin.load_state(state)
     for a, b in zip(run.model.get_weights(), twin.model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert twin.step == 3 and int(twin.opt.iterations) == 3
-    frozen = st.Run(d, seed=0, remedy="skip_step", is_spike=lambda loss, previous: True, batch=16)
+    frozen = st.SpikeRun(d, seed=0, remedy="skip_step", is_spike=lambda loss, previous: True, batch=16)
     before = [w.copy() for w in frozen.model.get_weights()]
     frozen.train(4)
     assert all(np.array_equal(a, b) for a, b in zip(before, frozen.model.get_weights()))
@@ -89,13 +93,13 @@ def test_snapshot_round_trip_and_skip_step():
 
 def test_clip_flags_steps_over_the_norm():
     d = st.variant_data("a", 0, **SMALL)
-    run = st.Run(d, seed=0, remedy="clip", clip=1e-6, batch=16)
+    run = st.SpikeRun(d, seed=0, remedy="clip", clip=1e-6, batch=16)
     run.train(3)
     assert np.all(np.asarray(run.log["clipped"]) == 1)
     with pytest.raises(ValueError, match="clip"):
-        st.Run(d, seed=0, remedy="clip")
+        st.SpikeRun(d, seed=0, remedy="clip")
     with pytest.raises(ValueError, match="remedy"):
-        st.Run(d, seed=0, remedy="gradient_clipping")
+        st.SpikeRun(d, seed=0, remedy="gradient_clipping")
     with pytest.raises(ValueError, match="batch"):
         next(st.batch_stream(d, np.random.default_rng(0), batch=SMALL["n_series"] + 1))
 
@@ -130,7 +134,7 @@ def test_a_committed_branch_recomputed_within_the_seeds_spread():
     runs = run_logs.load_runs(st.find_runs_dir())
     committed = [runs[f"a_to_d_none_s{s}"] for s in range(5)]
     snap = dict(np.load(st.find_runs_dir() / "snapshots" / "a_s3.npz"))
-    run = st.Run(st.variant_data("d", 3), seed=3)
+    run = st.SpikeRun(st.variant_data("d", 3), seed=3)
     run.load_state(snap)
     run.train(st.BRANCH_STEPS)
     live = {"spikes_per_1k": run_logs.spikes_per_1k(run.log["loss"]), **run.final_metrics()}
@@ -191,7 +195,7 @@ def test_a_committed_run_from_the_first_step_recomputed_within_the_seeds_spread(
     rows = [x for x in run_logs.scratch_rows(run_logs.load_runs(st.find_runs_dir() / st.SCRATCH_DIR))
             if x["remedy"] == "windows_random"]
     assert sorted(x["seed"] for x in rows) == [0, 1, 2, 3, 4]
-    run = st.Run(st.variant_data("b", 3), seed=3, remedy="windows_random")
+    run = st.SpikeRun(st.variant_data("b", 3), seed=3, remedy="windows_random")
     run.train(st.SCRATCH_STEPS)
     run.evaluate()
     live = run_logs.scratch_rows({"live": run_logs.RunLog("live", run.arrays(), {

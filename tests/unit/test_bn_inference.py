@@ -8,7 +8,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
+from helpers import models
 from helpers import bn_inference as bi
+from helpers.results import mnist1d_inference
 from helpers.batchnorm import moving_statistics
 from helpers.lessons.l02 import bn_forward
 from helpers.timeseries import bayes_accuracy, load_windows, sensor_windows
@@ -246,7 +248,7 @@ def test_oracle_thresholds_the_hidden_level():
 
 
 # ---------------------------------------------------------------- MNIST-1D table
-TINY = {**bi.MNIST1D_SETTINGS, "epochs": 3, "filters": (4, 4, 4), "dense": 4, "batch_size": 64}
+TINY = {**mnist1d_inference.MNIST1D_SETTINGS, "epochs": 3, "filters": (4, 4, 4), "dense": 4, "batch_size": 64}
 
 
 @pytest.fixture(scope="module")
@@ -259,25 +261,25 @@ def tiny_mnist1d():
 
 def test_model_norms_and_classes():
     for norm, kinds in (("batch", {"BatchNormalization"}), ("none", set()), ("instance", {"GroupNormalization"})):
-        model = bi.conv1d_bn_model(40, 1, classes=10, norm=norm)
+        model = models.conv1d_bn_model(40, 1, classes=10, norm=norm)
         found = {type(l).__name__ for l in model.layers} & {"BatchNormalization", "GroupNormalization"}
         assert found == kinds and model.output_shape == (None, 10)
     with pytest.raises(ValueError, match="norm"):
-        bi.conv1d_bn_model(40, 1, norm="layer")
+        models.conv1d_bn_model(40, 1, norm="layer")
 
 
 def test_mnist1d_row_regenerate_and_spreads(tiny_mnist1d, tmp_path):
-    rows = bi.regenerate_mnist1d(tmp_path / "t.csv", seeds=[0, 1], settings=TINY, data=tiny_mnist1d)
-    assert len(rows) == 2 * len(bi.MNIST1D_RUNS) and (tmp_path / "t.provenance.json").exists()
-    table = bi.read_mnist1d_table(tmp_path / "t.csv")
+    rows = mnist1d_inference.regenerate_inference_table(tmp_path / "t.csv", seeds=[0, 1], settings=TINY, data=tiny_mnist1d)
+    assert len(rows) == 2 * len(mnist1d_inference.MNIST1D_RUNS) and (tmp_path / "t.provenance.json").exists()
+    table = mnist1d_inference.read_mnist1d_table(tmp_path / "t.csv")
     bn0 = table[0, "bn"]
     assert 0 <= bn0["acc_instance_norm_batch1"] <= 1 and table[0, "no_norm"]["acc_training_batch1"] == ""
     assert bn0["steps"] == 3 * 4
     # the same seed retrained gives a row within the committed spread (here: exactly the same run)
-    again = bi.mnist1d_row("bn", 0, tiny_mnist1d, TINY, progress=False)
-    spreads = bi.mnist1d_spreads(again, table, 0, len(tiny_mnist1d.y_test))
-    assert [s.quantity.split(": ")[1] for s in spreads] == list(bi.MNIST1D_ACCURACIES)
+    again = mnist1d_inference.inference_row("bn", 0, tiny_mnist1d, TINY, progress=False)
+    spreads = mnist1d_inference.mnist1d_spreads(again, table, 0, len(tiny_mnist1d.y_test))
+    assert [s.quantity.split(": ")[1] for s in spreads] == list(mnist1d_inference.MNIST1D_ACCURACIES)
     assert all(s.within for s in spreads)
-    assert len(bi.mnist1d_spreads(table[1, "no_norm"], table, 1, 64)) == 2      # inference and two thirds only
+    assert len(mnist1d_inference.mnist1d_spreads(table[1, "no_norm"], table, 1, 64)) == 2  # inference and two thirds only
     with pytest.raises(ValueError, match="run"):
-        bi.train_mnist1d("layer_norm", 0, tiny_mnist1d, TINY)
+        mnist1d_inference.train_mnist1d("layer_norm", 0, tiny_mnist1d, TINY)

@@ -1,4 +1,4 @@
-"""What lesson 05 reads off the committed table of runs to convergence and shows of it (helpers.converged_runs),
+"""What lesson 05 reads off the committed table of runs to convergence and shows of it (helpers.results.converged_runs),
 on a small synthetic table whose differences are known."""
 import matplotlib
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from helpers import converged_runs as converged  # noqa: E402
+from helpers.results import converged_runs as converged  # noqa: E402
 
 SEEDS = (0, 1, 2)
 END, MINI = converged.SETTINGS["epochs"], converged.MINIATURE_EPOCHS

@@ -16,11 +16,11 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from helpers.diagnose.callback import DiagnoseCallback, incremental_flags  # noqa: E402
-from helpers.spikes.inspector import inspected_model_class  # noqa: E402
+from helpers.spikes.inspector import InspectedModel  # noqa: E402
 
 
 # fit's train_step that also logs the raw batch loss (and grad_norm): the reference for the recovered losses
-RawLossModel = inspected_model_class()
+RawLossModel = InspectedModel
 
 
 class LogRecorder(keras.callbacks.Callback):

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from helpers import distributed as dist
+from helpers import child_interpreters
+from helpers import multiworker
 from helpers import scaling
 
 
@@ -115,8 +117,8 @@ def test_ring_allreduce_and_step_time_model():
 
 
 def test_tf_config_names_a_loopback_cluster():
-    ports = [dist.free_port(), dist.free_port()]
-    cfg = json.loads(dist.tf_config(ports, 1))
+    ports = [multiworker.free_port(), multiworker.free_port()]
+    cfg = json.loads(multiworker.tf_config(ports, 1))
     assert cfg["cluster"]["worker"] == [f"127.0.0.1:{p}" for p in ports]
     assert cfg["task"] == {"type": "worker", "index": 1}
 
@@ -188,7 +190,7 @@ def test_two_replica_custom_loop_is_the_one_device_step():
     x, y = _data(32)
     w0 = dist.initial_weights("mlp", seed=0, hidden=8)
     job = dict(weights=w0, x=x, y=y, sizes=[16, 16], learning_rate=0.1, hidden=8)
-    two = dist.run_in_child(dist.custom_loop_weights, logical_devices=2, replicas=2, **job)
+    two = child_interpreters.run_in_child(dist.custom_loop_weights, logical_devices=2, replicas=2, **job)
     one = dist.fit_weights(replicas=1, **job)
     assert dist.max_abs_diff(two["weights"], one["weights"]) < 1e-6
     assert dist.max_abs_diff(two["weights"], w0) > 1e-3
@@ -200,11 +202,11 @@ def test_strategy_for_one_replica_is_the_default_strategy():
 
 
 def test_run_in_child_returns_the_result_and_propagates_errors():
-    assert dist.run_in_child(scaling.learning_rate_at, 2, logical_devices=0, rule="linear", replicas=3,
-                             base_lr=0.5, warmup_steps=0) == pytest.approx(1.5)
+    assert child_interpreters.run_in_child(scaling.learning_rate_at, 2, logical_devices=0, rule="linear", replicas=3,
+                                           base_lr=0.5, warmup_steps=0) == pytest.approx(1.5)
     with pytest.raises(ValueError, match="rule must be"):
-        dist.run_in_child(scaling.learning_rate_at, 0, logical_devices=0, rule="bad", replicas=1,
-                          base_lr=0.1, warmup_steps=0)
+        child_interpreters.run_in_child(scaling.learning_rate_at, 0, logical_devices=0, rule="bad", replicas=1,
+                                        base_lr=0.1, warmup_steps=0)
 
 
 def test_replica_model_rejects_unknown_kind():
@@ -215,7 +217,7 @@ def test_replica_model_rejects_unknown_kind():
 def test_sweep_keeps_the_fastest_rate_that_always_reaches_the_target():
     x, y = _data(200)
     xa = scaling.augment(x)
-    rows = scaling.steps_to_target_sweep(xa, y, xa, y, batches=[10, 40], learning_rates=[1e-6, 2.0], target=0.3,
+    rows = scaling.batch_scaling_sweep(xa, y, xa, y, batches=[10, 40], learning_rates=[1e-6, 2.0], target=0.3,
                                          max_steps=150, seed=0, repeats=2, progress=False)
     assert [r["batch"] for r in rows] == [10, 40]
     for r in rows:
@@ -225,11 +227,11 @@ def test_sweep_keeps_the_fastest_rate_that_always_reaches_the_target():
 
 def test_replica_devices_fall_back_to_cpu_and_refuse_too_many():
     import tensorflow as tf
-    names = dist.replica_devices(1)
+    names = child_interpreters.replica_devices(1)
     kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
     assert len(names) == 1 and kind in names[0].upper()
     with pytest.raises(RuntimeError, match="replicas need"):
-        dist.replica_devices(10_000)
+        child_interpreters.replica_devices(10_000)
 
 
 def _has_gpu():
@@ -240,12 +242,12 @@ def _has_gpu():
 @pytest.mark.skipif(not _has_gpu(), reason="no GPU on this machine: the GPU path of strategy_for is not exercised")
 def test_strategy_for_uses_gpus_split_from_one_when_present():
     """With a GPU, 2 replicas run on 2 (logical) GPUs and still take the one-device step."""
-    devices = dist.run_in_child(dist.strategy_devices, logical_devices=2, replicas=2)
+    devices = child_interpreters.run_in_child(dist.strategy_devices, logical_devices=2, replicas=2)
     assert len(devices) == 2 and all("GPU" in d.upper() for d in devices)
     x, y = _data(32)
     w0 = dist.initial_weights("mlp", seed=0, hidden=8)
     job = dict(weights=w0, x=x, y=y, sizes=[16, 16], learning_rate=0.1, hidden=8)
-    two = dist.run_in_child(dist.custom_loop_weights, logical_devices=2, replicas=2, **job)
+    two = child_interpreters.run_in_child(dist.custom_loop_weights, logical_devices=2, replicas=2, **job)
     assert dist.max_abs_diff(two["weights"], dist.fit_weights(replicas=1, **job)["weights"]) < 1e-5
 
 
@@ -254,7 +256,7 @@ def test_sweep_takes_the_median_over_orders_and_keeps_a_rate_that_fails_one(monk
     the fastest rate is 4, inside the grid; the smallest rate within 10 % of its steps is 4 too."""
     scripted = iter([[50, 30, 24, None], [60, 20, 40, None], [55, None, 25, 100]])
     monkeypatch.setattr(scaling, "steps_to_target", lambda *a, **k: next(scripted))
-    (row,) = scaling.steps_to_target_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2, 4, 8],
+    (row,) = scaling.batch_scaling_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2, 4, 8],
                                            target=0.9, max_steps=400, seed=0, repeats=3, progress=False)
     assert row["steps_by_lr"] == {1.0: 55.0, 2.0: 30.0, 4.0: 25.0, 8.0: None}
     assert row["reached_by_lr"] == {1.0: 3, 2.0: 2, 4.0: 3, 8.0: 1}
@@ -265,13 +267,13 @@ def test_sweep_flags_a_best_rate_at_the_grids_edge_but_not_a_flat_top(monkeypatc
     # steps still falling at the top of the grid: the best rate is its last one, not interior
     scripted = iter([[50, 30], [60, 20], [55, 25]])
     monkeypatch.setattr(scaling, "steps_to_target", lambda *a, **k: next(scripted))
-    (row,) = scaling.steps_to_target_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2], target=0.9,
+    (row,) = scaling.batch_scaling_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2], target=0.9,
                                            max_steps=400, seed=0, repeats=3, progress=False)
     assert row["fastest_lr"] == 2.0 and row["best_lr"] == 2.0 and row["interior"] is False
     # flat above rate 2 (within 10 %): the fastest rate may sit at the top, the best rate is 2, inside the grid
     scripted = iter([[50, 30, 29, 28]] * 3)
     monkeypatch.setattr(scaling, "steps_to_target", lambda *a, **k: next(scripted))
-    (row,) = scaling.steps_to_target_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2, 4, 8],
+    (row,) = scaling.batch_scaling_sweep(None, None, None, None, batches=[16], learning_rates=[1, 2, 4, 8],
                                            target=0.9, max_steps=400, seed=0, repeats=3, progress=False)
     assert row["fastest_lr"] == 8.0 and row["best_lr"] == 2.0 and row["interior"] is True
 

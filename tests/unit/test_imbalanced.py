@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from helpers import imbalanced as imb
+from helpers import detection_metrics
 
 
 def test_make_series_shapes_statistics_and_seed():
@@ -38,20 +39,20 @@ def test_anomalies_per_series_must_be_below_timesteps():
 
 def test_pr_auc_extremes():
     y = np.zeros((4, 50)); y[0, 3] = y[2, 10] = 1
-    assert imb.pr_auc(y, y) == pytest.approx(1.0)
-    assert imb.pr_auc(y, np.zeros_like(y)) == pytest.approx(y.mean())  # constant score: the positive rate
+    assert detection_metrics.pr_auc(y, y) == pytest.approx(1.0)
+    assert detection_metrics.pr_auc(y, np.zeros_like(y)) == pytest.approx(y.mean())  # constant score: the positive rate
     score = np.zeros_like(y); score[0, 3] = 1; score[1, 1] = 2  # one false alarm ranked first
     # ranked: a false alarm, a hit (precision 1/2 at recall 1/2), then 198 ties holding the other hit
-    assert imb.pr_auc(y, score) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 200)
+    assert detection_metrics.pr_auc(y, score) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 200)
 
 
 def test_recall_at_precision_and_event_recall():
     y = np.zeros((3, 20)); y[0, 5] = y[1, 8] = 1
     s = np.zeros_like(y); s[0, 5] = 0.9; s[1, 10] = 0.8; s[2, 2] = 0.7
-    assert imb.recall_at_precision(y, s, 0.5) == pytest.approx(0.5)
-    assert imb.event_recall(y, s, tolerance=0) == pytest.approx(0.5)
-    assert imb.event_recall(y, s, tolerance=2) == pytest.approx(1.0)
-    assert imb.false_alarms_per_series(y, s, tolerance=2) == pytest.approx(1 / 3)
+    assert detection_metrics.recall_at_precision(y, s, 0.5) == pytest.approx(0.5)
+    assert detection_metrics.event_recall(y, s, tolerance=0) == pytest.approx(0.5)
+    assert detection_metrics.event_recall(y, s, tolerance=2) == pytest.approx(1.0)
+    assert detection_metrics.false_alarms_per_series(y, s, tolerance=2) == pytest.approx(1 / 3)
 
 
 def test_timestep_weights_shapes_and_normalisation():
@@ -78,31 +79,31 @@ def test_train_test_split_is_by_series():
 def test_precision_recall_curve_thresholds_select_the_ranked_groups():
     y = np.zeros((2, 10)); y[0, 1] = y[1, 4] = 1
     s = np.zeros_like(y); s[0, 1] = 0.9; s[1, 7] = 0.8; s[1, 4] = 0.6
-    c = imb.precision_recall_curve(y, s)
+    c = detection_metrics.precision_recall_curve(y, s)
     # groups by score: {0.9: hit}, {0.8: false alarm}, {0.6: hit}, {0: 17 negatives}
     assert c["precision"][:3] == pytest.approx([1.0, 0.5, 2 / 3])
     assert c["recall"][:3] == pytest.approx([0.5, 0.5, 1.0])
     for t, p in zip(c["thresholds"], c["precision"]):
         fired = s > t
         assert (fired & (y > 0)).sum() / fired.sum() == pytest.approx(p)
-    assert imb.precision_recall_curve(np.zeros((2, 3)), np.ones((2, 3)))["thresholds"].size == 0
+    assert detection_metrics.precision_recall_curve(np.zeros((2, 3)), np.ones((2, 3)))["thresholds"].size == 0
 
 
 def test_best_f1_threshold_and_f1_at():
     y = np.zeros((2, 10)); y[0, 1] = y[1, 4] = 1
     s = np.zeros_like(y); s[0, 1] = 0.9; s[1, 7] = 0.8; s[1, 4] = 0.6
-    best = imb.best_f1_threshold(y, s)
+    best = detection_metrics.best_f1_threshold(y, s)
     # F1 at the three cuts: 2/3, 1/2, 0.8 → the third (both hits, one false alarm)
     assert best["f1"] == pytest.approx(0.8) and 0.0 < best["threshold"] < 0.6
-    assert imb.f1_at(y, s, best["threshold"]) == pytest.approx(0.8)
-    assert imb.f1_at(y, s, 0.95) == 0.0
+    assert detection_metrics.f1_at(y, s, best["threshold"]) == pytest.approx(0.8)
+    assert detection_metrics.f1_at(y, s, 0.95) == 0.0
 
 
 def test_false_alarms_per_1000_steps():
     y = np.zeros((4, 250)); y[0, 100] = 1
     s = np.zeros_like(y); s[0, 101] = 0.9; s[2, 10] = 0.9; s[3, 200] = 0.9   # one near the label, two far
-    assert imb.false_alarms_per_1000_steps(y, s, threshold=0.5, tolerance=2) == pytest.approx(2.0)
-    assert imb.false_alarms_per_1000_steps(y, s, threshold=0.5, tolerance=0) == pytest.approx(3.0)
+    assert detection_metrics.false_alarms_per_1000_steps(y, s, threshold=0.5, tolerance=2) == pytest.approx(2.0)
+    assert detection_metrics.false_alarms_per_1000_steps(y, s, threshold=0.5, tolerance=0) == pytest.approx(3.0)
 
 
 def test_sigmoid_and_bce_from_logits_are_exact_at_extreme_logits():

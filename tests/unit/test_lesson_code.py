@@ -43,7 +43,7 @@ def test_a_hand_edit_of_a_module_or_a_stray_module_fails_the_check(tmp_path):
     nbs, out = _copy(tmp_path)
     (out / "l02.py").write_text((out / "l02.py").read_text() + "\n# edited by hand\n")
     assert lc.disagreements(nbs, out) == ["l02.py"]
-    lc.write(nbs, out)
+    lc.write_lessons(nbs, out)
     (out / "l09.py").write_text("x = 1\n")
     assert lc.disagreements(nbs, out) == ["l09.py"]
 
@@ -59,7 +59,18 @@ def test_definitions_keep_imports_functions_classes_and_constants_only():
 
 
 def test_the_generated_builder_is_the_one_the_sweeps_use():
-    from helpers import small_batches as sb
+    from helpers.results import small_batch_runs
     from helpers.lessons import l02
-    assert sb.page_builder() is l02.build
+    assert small_batch_runs.page_builder() is l02.build
     assert l02.__doc__.startswith("Lesson code of notebooks/02_batchnorm_small_batches.ipynb")
+
+
+def test_lesson_06_undoes_keras_running_mean_exactly():
+    """The page's undo_running_mean (lesson 06, section 5) against a running mean built here by hand."""
+    import numpy as np
+    from helpers.lessons.l06 import undo_running_mean
+    own = np.array([0.5, 2.0, 0.25, 8.0])
+    sizes = np.array([4, 4, 2, 3])
+    running = np.cumsum(own * sizes) / np.cumsum(sizes)          # what Keras logs: the sample-weighted mean so far
+    np.testing.assert_allclose(undo_running_mean(running, sizes), own, rtol=1e-12)
+    assert not np.allclose(running, own)                         # the log itself is not the batch loss

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from helpers import models
 from helpers import running_stats as rs
 
 
@@ -15,7 +16,7 @@ def tiny():
     from helpers.models import compile_classifier
     d = load_digits()
     x, y = d.x_train[:256], d.y_train[:256]
-    model = compile_classifier(rs.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8))
+    model = compile_classifier(models.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8))
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)
     return model, x, y
 
@@ -133,8 +134,8 @@ def test_dropout_variance_shift_only_before_bn():
     from helpers.data import load_digits
     seed_everything(1)
     x = load_digits().x_train[:256]
-    before = rs.dropout_variance_shift(rs.regularized_cnn(dropout="before", rate=0.5, filters=(4, 8), dense=8), x)
-    after = rs.dropout_variance_shift(rs.regularized_cnn(dropout="after", rate=0.5, filters=(4, 8), dense=8), x)
+    before = rs.dropout_variance_shift(models.regularized_cnn(dropout="before", rate=0.5, filters=(4, 8), dense=8), x)
+    after = rs.dropout_variance_shift(models.regularized_cnn(dropout="after", rate=0.5, filters=(4, 8), dense=8), x)
     assert before["ratio"] > 1.3
     assert after["ratio"] == pytest.approx(1.0, abs=1e-6)
     assert before["train_var"].shape == (8,)
@@ -142,8 +143,8 @@ def test_dropout_variance_shift_only_before_bn():
 
 def test_regularized_cnn_options():
     with pytest.raises(ValueError, match="dropout"):
-        rs.regularized_cnn(dropout="middle")
-    model = rs.regularized_cnn(l2=1e-3, filters=(4, 8), dense=8)
+        models.regularized_cnn(dropout="middle")
+    model = models.regularized_cnn(l2=1e-3, filters=(4, 8), dense=8)
     assert model.output_shape == (None, 10)
     assert len(model.losses) == 3  # one L2 term per kernel feeding a BN layer
 
@@ -151,13 +152,13 @@ def test_regularized_cnn_options():
 def test_regularized_cnn_norm_variants():
     import keras
     with pytest.raises(ValueError, match="norm"):
-        rs.regularized_cnn(norm="layer")
+        models.regularized_cnn(norm="layer")
     with pytest.raises(ValueError, match="groups"):
-        rs.regularized_cnn(norm="group", groups=3, filters=(4, 8), dense=8)
+        models.regularized_cnn(norm="group", groups=3, filters=(4, 8), dense=8)
     x = np.random.default_rng(0).normal(size=(6, 8, 8, 1)).astype("float32")
     kinds = {}
     for norm in ("batch", "group", "none"):
-        model = rs.regularized_cnn(norm=norm, filters=(4, 8), dense=8)
+        model = models.regularized_cnn(norm=norm, filters=(4, 8), dense=8)
         kinds[norm] = {type(l).__name__ for l in model.layers}
         if norm != "batch":   # no batch statistics: training and inference mode give the same outputs
             np.testing.assert_array_equal(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
@@ -166,7 +167,7 @@ def test_regularized_cnn_norm_variants():
     assert "BatchNormalization" in kinds["batch"] and "GroupNormalization" not in kinds["batch"]
     assert "GroupNormalization" in kinds["group"] and "BatchNormalization" not in kinds["group"]
     assert not kinds["none"] & {"BatchNormalization", "GroupNormalization"}
-    assert isinstance(rs.regularized_cnn(norm="group", filters=(4, 8), dense=8).get_layer("norm_dense"),
+    assert isinstance(models.regularized_cnn(norm="group", filters=(4, 8), dense=8).get_layer("norm_dense"),
                       keras.layers.GroupNormalization)
 
 
@@ -192,7 +193,7 @@ def test_plot_lines_draws_one_line_per_series():
 
 
 def test_kernel_norm_is_the_norm_of_the_bn_kernels():
-    model = rs.regularized_cnn(filters=(4, 8), dense=8)
+    model = models.regularized_cnn(filters=(4, 8), dense=8)
     parts = [np.asarray(model.get_layer(n).kernel).ravel() for n in ("conv0", "conv1", "dense")]
     assert rs.kernel_norm(model) == pytest.approx(float(np.linalg.norm(np.concatenate(parts))), rel=1e-6)
 
@@ -200,7 +201,7 @@ def test_kernel_norm_is_the_norm_of_the_bn_kernels():
 def test_tracker_records_every_n_steps_and_at_the_end(tiny):
     from helpers.models import compile_classifier
     _, x, y = tiny
-    model = compile_classifier(rs.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8))
+    model = compile_classifier(models.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8))
     tracker = rs.statistics_tracker(x, every=3)
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[tracker])   # 8 steps
     steps = list(tracker.column("step"))
@@ -222,7 +223,7 @@ def test_tracker_measures_the_same_steps_with_several_steps_per_call(tiny):
     runs = {}
     for k in (1, 2):
         keras.utils.set_random_seed(0)
-        model = compile_classifier(rs.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8), steps_per_execution=k)
+        model = compile_classifier(models.regularized_cnn(momentum=0.9, filters=(4, 8), dense=8), steps_per_execution=k)
         tracker = rs.statistics_tracker(x, every=4)
         model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0, callbacks=[tracker])   # 8 steps
         runs[k] = tracker
@@ -251,7 +252,7 @@ def test_predicted_dropout_ratio_matches_the_measured_shift():
     from helpers.workbook.environment import seed_everything
     from helpers.data import load_digits
     seed_everything(3)
-    model = rs.regularized_cnn(dropout="before", rate=0.5, filters=(4, 8), dense=8)
+    model = models.regularized_cnn(dropout="before", rate=0.5, filters=(4, 8), dense=8)
     x = load_digits().x_train[:1000]
     predicted = rs.predicted_dropout_ratio(model, x, 0.5)
     measured = rs.dropout_variance_shift(model, x)["ratio"]

@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
+from helpers import models
 from helpers import small_batches as sb
+from helpers.results import small_batch_runs
+from helpers import small_batch_plots
 from helpers.data import load_digits
 
 
@@ -56,7 +59,7 @@ def test_estimator_table_columns_and_correction():
 
 
 def test_dense_bn_output_is_plus_minus_one_at_batch_two_conv_bn_is_not(digits):
-    model = sb.sweep_cnn("batch", seed=0)
+    model = models.sweep_cnn("batch", seed=0)
     before = [np.asarray(v).copy() for l in sb.bn_layers(model) for v in l.non_trainable_variables]
     table = sb.bn_output_signs(model, digits.x_test[:2])
     assert table.column("values per channel") == [2 * 8 * 8, 2 * 4 * 4, 2]
@@ -96,7 +99,7 @@ def test_keras_stores_biased_variance():
 
 
 def test_sample_counts_and_scaling_restore(digits):
-    model = sb.sweep_cnn("batch", seed=0)
+    model = models.sweep_cnn("batch", seed=0)
     assert sb.bn_sample_counts(model, 2) == [2 * 8 * 8, 2 * 4 * 4, 2]
     layer = sb.bn_layers(model)[-1]
     before = np.asarray(layer.moving_variance).copy()
@@ -107,7 +110,7 @@ def test_sample_counts_and_scaling_restore(digits):
 
 def test_accuracy_on_batches_scores_the_batches_it_builds(digits):
     import keras
-    model = sb.sweep_cnn("batch", seed=0)
+    model = models.sweep_cnn("batch", seed=0)
     x, y = digits.x_test[:41], digits.y_test[:41]
     before = [np.asarray(v).copy() for l in sb.bn_layers(model) for v in l.non_trainable_variables]
     for order in ("iid", "grouped"):
@@ -162,8 +165,8 @@ def test_sweep_run_with_other_epochs_reuses_the_model_and_is_not_stored(digits):
 
 def test_svg_histogram_is_valid_svg_with_labels():
     import xml.etree.ElementTree as ET
-    svg = sb.svg_histogram(np.array([0.1, 0.2, 0.2, 3.9, 9.0]), bins=4, value_range=(0.0, 4.0), title="t <1>",
-                           xlabel="x (units)", ylabel="count", markers=[(1.0, "black", "mean")])
+    svg = small_batch_plots.svg_histogram(np.array([0.1, 0.2, 0.2, 3.9, 9.0]), bins=4, value_range=(0.0, 4.0), title="t <1>",
+                                          xlabel="x (units)", ylabel="count", markers=[(1.0, "black", "mean")])
     root = ET.fromstring(svg)
     texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "t <1>" in texts and "x (units)" in texts and "count" in texts and "mean" in texts
@@ -173,9 +176,9 @@ def test_svg_histogram_is_valid_svg_with_labels():
 def test_estimator_panel_returns_highlighted_table(digits):
     ink, _, _ = sb.class_dependent_pixel(digits.x_train, digits.y_train)
     res = sb.RunResult("batch", "grouped", 2, 1, 1e-3, 10, 1.0, 0.5, 0.4)
-    table = sb.estimator_panel(ink, digits.y_train, [res], 2, "grouped", trials=500)
+    table = small_batch_plots.estimator_panel(ink, digits.y_train, [res], 2, "grouped", trials=500)
     assert table.highlight == {0}
-    table = sb.estimator_panel(ink, digits.y_train, [res], 4, "iid", trials=500)
+    table = small_batch_plots.estimator_panel(ink, digits.y_train, [res], 4, "iid", trials=500)
     assert table.highlight == set() and "not in the sweep" in table.title
 
 
@@ -185,7 +188,7 @@ def test_sweep_uses_the_given_builder_and_callbacks(digits):
 
     def build(norm, seed):
         built.append((norm, seed))
-        return sb.sweep_cnn("batch", seed)
+        return models.sweep_cnn("batch", seed)
 
     class Count(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -206,46 +209,46 @@ def test_sweep_uses_the_given_builder_and_callbacks(digits):
 def test_committed_mnist1d_table_is_complete_with_provenance():
     import json
     from helpers.workbook.committed import DATA_DIR, provenance_path, read_csv_rows
-    rows = read_csv_rows(DATA_DIR / sb.MNIST1D_TABLE, keep_text=("norm",))
-    epochs, lr = sb.MNIST1D_DEFAULTS["mnist1d_epochs"], sb.MNIST1D_DEFAULTS["learning_rate"]
-    for seed in sb.MNIST1D_SEEDS:
-        got = sb.committed_mnist1d_rows(seed, epochs, lr)
-        assert sorted(got) == sorted((n, b) for n, b, _ in sb.mnist1d_settings(epochs))
+    rows = read_csv_rows(DATA_DIR / small_batch_runs.MNIST1D_TABLE, keep_text=("norm",))
+    epochs, lr = small_batch_runs.MNIST1D_DEFAULTS["mnist1d_epochs"], small_batch_runs.MNIST1D_DEFAULTS["learning_rate"]
+    for seed in small_batch_runs.MNIST1D_SEEDS:
+        got = small_batch_runs.committed_mnist1d_rows(seed, epochs, lr)
+        assert sorted(got) == sorted((n, b) for n, b, _ in small_batch_runs.mnist1d_settings(epochs))
         steps = {k: r["steps"] * r["epochs"] for k, r in got.items()}
         assert steps[("batch", 32)] == steps[("batch", 2)] == 4000 // 2 * epochs   # equal steps, 4,000 signals
         assert all(0.0 <= r["acc"] <= 1.0 for r in got.values())
         assert got[("group", 2)]["acc_precise"] == "" and got[("batch", 2)]["acc_precise"] != ""
-    assert len(rows) == len(sb.MNIST1D_SEEDS) * 4
-    info = json.loads(provenance_path(DATA_DIR / sb.MNIST1D_TABLE).read_text())
-    assert info["command"].startswith("python -m helpers.small_batches") and info["rows"] == len(rows)
+    assert len(rows) == len(small_batch_runs.MNIST1D_SEEDS) * 4
+    info = json.loads(provenance_path(DATA_DIR / small_batch_runs.MNIST1D_TABLE).read_text())
+    assert info["command"].startswith("python -m helpers.results.small_batch_runs") and info["rows"] == len(rows)
     assert {"tensorflow", "keras", "started_utc", "machine"} <= set(info)
 
 
 def test_committed_mnist1d_rows_only_for_tabulated_settings():
-    assert sb.committed_mnist1d_rows(13, 2, 0.001) == {}
-    assert sb.committed_mnist1d_rows(0, 5, 0.001) == {}
-    assert sb.committed_mnist1d_rows(0, 2, 0.01) == {}
+    assert small_batch_runs.committed_mnist1d_rows(13, 2, 0.001) == {}
+    assert small_batch_runs.committed_mnist1d_rows(0, 5, 0.001) == {}
+    assert small_batch_runs.committed_mnist1d_rows(0, 2, 0.01) == {}
 
 
 def test_mnist1d_row_round_trip_and_row_spreads():
     res = sb.RunResult("batch", "iid", 2, 2, 0.001, 2000, 3.2, 0.31, None, 0.324)
-    row = sb.mnist1d_row(res, seed=0, mnist1d_epochs=2)
-    assert set(row) == set(sb.MNIST1D_COLUMNS)
-    back = sb.result_from_row(row)
+    row = small_batch_runs.mnist1d_row(res, seed=0, mnist1d_epochs=2)
+    assert set(row) == set(small_batch_runs.MNIST1D_COLUMNS)
+    back = small_batch_runs.result_from_row(row)
     assert (back.norm, back.batch_size, back.steps, back.acc, back.acc_precise) == ("batch", 2, 2000, 0.31, 0.324)
     seeds = {0: row, 1: dict(row, seed=1, acc=0.33, acc_precise=0.34), 2: dict(row, seed=2, acc=0.32, acc_precise=0.33)}
-    spreads = sb.row_spreads(res, seeds, 0, 1000)
+    spreads = small_batch_runs.sweep_row_spreads(res, seeds, 0, 1000)
     assert [s.quantity for s in spreads] == ["test accuracy", "after precise BN"]
     assert all(s.within for s in spreads) and spreads[0].same_seed == 0.31
     # a run far outside the seeds' range (0.31–0.33, margin 3 × SE ≈ 0.044) is caught
     far = sb.RunResult("batch", "iid", 2, 2, 0.001, 2000, 3.2, 0.20, None, 0.324)
-    assert not sb.row_spreads(far, seeds, 5, 1000)[0].within
+    assert not small_batch_runs.sweep_row_spreads(far, seeds, 5, 1000)[0].within
     with pytest.raises(ValueError, match="not the same run"):   # other steps: not the same setting
-        sb.row_spreads(sb.RunResult("batch", "iid", 2, 1, 0.001, 1000, 3.2, 0.31, None, 0.324), seeds, 0, 1000)
+        small_batch_runs.sweep_row_spreads(sb.RunResult("batch", "iid", 2, 1, 0.001, 1000, 3.2, 0.31, None, 0.324), seeds, 0, 1000)
 
 
 def test_page_builder_is_the_notebooks():
-    build = sb.page_builder()
+    build = small_batch_runs.page_builder()
     model = build("dense_ln", 0, input_shape=(40, 1))
     assert [l.name for l in model.layers if l.name.startswith("norm")] == ["norm0", "norm1", "norm_dense"]
     assert type(model.get_layer("norm_dense")).__name__ == "LayerNormalization"
@@ -253,50 +256,50 @@ def test_page_builder_is_the_notebooks():
 
 @pytest.mark.parametrize("seeds", ["a,b", "", "-1", "1,1"])
 def test_the_regenerate_command_refuses_bad_seeds(seeds, capsys):
-    from helpers import small_batches as sb
+    from helpers.results import small_batch_runs
     with pytest.raises(SystemExit) as exc:
-        sb._main(["--seeds", seeds])
+        small_batch_runs._main(["--seeds", seeds])
     assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
 
 
 def test_committed_tiny_batch_table_is_complete_with_provenance():
     import json
     from helpers.workbook.committed import DATA_DIR, provenance_path, read_csv_rows
-    rows = read_csv_rows(DATA_DIR / sb.TINY_TABLE, keep_text=("dataset", "norm"))
-    table = sb.committed_tiny_seeds()
-    e = sb.TINY_DEFAULTS["run_epochs"]
-    for dataset in sb.DATASETS:
-        for norm, b, epochs in sb.tiny_settings(dataset):
-            assert sorted(table[(dataset, norm, b, epochs)]) == list(sb.TINY_SEEDS)
+    rows = read_csv_rows(DATA_DIR / small_batch_runs.TINY_TABLE, keep_text=("dataset", "norm"))
+    table = small_batch_runs.committed_tiny_seeds()
+    e = small_batch_runs.TINY_DEFAULTS["run_epochs"]
+    for dataset in small_batch_runs.DATASETS:
+        for norm, b, epochs in small_batch_runs.tiny_settings(dataset):
+            assert sorted(table[(dataset, norm, b, epochs)]) == list(small_batch_runs.TINY_SEEDS)
         steps = {(n, b, ep): {r["steps"] * r["epochs"] for r in table[(dataset, n, b, ep)].values()}
-                 for n, b, ep in sb.tiny_settings(dataset)}
+                 for n, b, ep in small_batch_runs.tiny_settings(dataset)}
         (long,), (pairs,) = steps[("allconv_batch", 32, 16 * e)], steps[("allconv_batch", 2, e)]
         assert abs(long - pairs) <= 0.03 * pairs    # equal steps, up to the partial batches dropped (1,408 vs 1,438)
-    assert len(rows) == len(sb.TINY_SEEDS) * sum(len(sb.tiny_settings(d)) for d in sb.DATASETS)
+    assert len(rows) == len(small_batch_runs.TINY_SEEDS) * sum(len(small_batch_runs.tiny_settings(d)) for d in small_batch_runs.DATASETS)
     assert all(0.0 <= r["acc"] <= 1.0 for r in rows)
     assert all((r["acc_precise"] == "") == (r["norm"] in ("allconv_group", "group", "layer")) for r in rows)
-    info = json.loads(provenance_path(DATA_DIR / sb.TINY_TABLE).read_text())
-    assert info["command"].startswith("python -m helpers.small_batches tiny") and info["rows"] == len(rows)
+    info = json.loads(provenance_path(DATA_DIR / small_batch_runs.TINY_TABLE).read_text())
+    assert info["command"].startswith("python -m helpers.results.small_batch_runs tiny") and info["rows"] == len(rows)
     assert {"tensorflow", "keras", "started_utc", "machine"} <= set(info)
 
 
 def test_tiny_settings_and_headline_rows():
-    assert [s for s in sb.tiny_settings("digits") if not s[0].startswith("allconv")] == [
-        ("batch", 2, 2), ("dense_ln", 2, 2), ("group", 2, 2), ("layer", 2, 2)]
-    assert all(n.startswith("allconv_") for n, _, _ in sb.tiny_settings("mnist1d"))
+    assert [s for s in small_batch_runs.tiny_settings("digits") if not s[0].startswith("allconv")] == [
+                      ("batch", 2, 2), ("dense_ln", 2, 2), ("group", 2, 2), ("layer", 2, 2)]
+    assert all(n.startswith("allconv_") for n, _, _ in small_batch_runs.tiny_settings("mnist1d"))
     with pytest.raises(ValueError, match="dataset"):
-        sb.tiny_dataset("cifar")
-    tiny = sb.committed_tiny_seeds()
-    m1d = sb.committed_mnist1d_seeds(sb.MNIST1D_DEFAULTS["mnist1d_epochs"], sb.MNIST1D_DEFAULTS["learning_rate"])
-    headline = sb.headline_rows(tiny, m1d)
+        small_batch_runs.tiny_dataset("cifar")
+    tiny = small_batch_runs.committed_tiny_seeds()
+    m1d = small_batch_runs.committed_mnist1d_seeds(small_batch_runs.MNIST1D_DEFAULTS["mnist1d_epochs"], small_batch_runs.MNIST1D_DEFAULTS["learning_rate"])
+    headline = small_batch_runs.headline_rows(tiny, m1d)
     assert set(headline) == {("digits", n) for n in ("batch", "dense_ln", "group", "layer")} | {
         ("MNIST-1D", n) for n in ("batch", "dense_ln", "group")}
-    table = sb.allconv_table(tiny)
-    assert len(table) == len(sb.tiny_settings("mnist1d")) and "seeds" in table.title
+    table = small_batch_runs.allconv_table(tiny)
+    assert len(table) == len(small_batch_runs.tiny_settings("mnist1d")) and "seeds" in table.title
 
 
 def test_page_builder_makes_the_all_convolutional_variant():
-    build = sb.page_builder()
+    build = small_batch_runs.page_builder()
     model = build("allconv_batch", 0, input_shape=(40, 1))
     kinds = [type(l).__name__ for l in model.layers]
     assert kinds.count("BatchNormalization") == 3 and "GlobalAveragePooling1D" in kinds
@@ -334,5 +337,5 @@ def test_clipping_schedule_sets_the_variables():
 @pytest.mark.parametrize("seeds", ["a,b", "-1"])
 def test_the_tiny_table_command_refuses_bad_seeds(seeds, capsys):
     with pytest.raises(SystemExit) as exc:
-        sb._main(["tiny", "--seeds", seeds])
+        small_batch_runs._main(["tiny", "--seeds", seeds])
     assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err

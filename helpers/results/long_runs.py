@@ -15,9 +15,9 @@ its own seed. The runs themselves are the lesson's own code: the table is made b
                                       .creep_samples(...) creep_summary per committed seed, and this run
     gap_creep, creep_summary          how one seed's noisy BN run's gap creeps after its warm-up
     creep_table, noisy_runs_table, plot_creep   the lesson's tables and figure of the creep
-    read_table(path)                  {(settings, run): (rows, validation at end, after precise BN)}
+    read_long_runs(path)                  {(settings, run): (rows, validation at end, after precise BN)}
     row_spreads(row, seeds_rows, n_train, n_val)   one evaluated epoch's five quantities, judged
-    python -m helpers.long_runs [--seeds 0,1,2] [--out data/long_runs.csv]
+    python -m helpers.results.long_runs [--seeds 0,1,2] [--out data/long_runs.csv]
                                       regenerate the table (executes notebook 04 once per seed
                                       with long_runs="regenerate"), with provenance
 """
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .workbook import committed
-from .workbook.committed import parse_seeds
-from .workbook.spread import Spread, binomial_se
-from .workbook.tables import Table
+from ..workbook import committed
+from ..workbook.committed import parse_seeds
+from ..workbook.spread import Spread, binomial_se
+from ..workbook.tables import Table
 
 TABLE = committed.DATA_DIR / "long_runs.csv"
 NOTEBOOK = "04_batchnorm_running_statistics"
@@ -49,7 +49,7 @@ def _key(settings: dict) -> tuple:
     return tuple(round(float(settings[k]), 6) for k in SETTINGS)
 
 
-def read_table(path: str | Path = TABLE) -> dict:
+def read_long_runs(path: str | Path = TABLE) -> dict:
     """{(settings key, run name): (rows (n, 6) array, validation at the end, after precise BN)}."""
     path = Path(path)
     if not path.exists():
@@ -87,7 +87,7 @@ class LongRuns:
 
     mode "committed": a run found in the table (same settings) is read from it, any other is
     trained; "live": every run is trained, and compared with the table where it has the run;
-    "regenerate": every run is trained and nothing is compared (what `python -m helpers.long_runs`
+    "regenerate": every run is trained and nothing is compared (what `python -m helpers.results.long_runs`
     uses). get(name, train) returns (rows, validation at the end, after precise BN), calling
     train() -> that triple when the run is not read. save(path) writes the trained runs as table
     rows; `compared` lists the runs trained here whose settings the table holds for some seed (every
@@ -98,7 +98,7 @@ class LongRuns:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: expected one of {MODES}")
         self.mode, self.settings = mode, {k: settings[k] for k in SETTINGS}
-        self.table = read_table(path) if mode != "regenerate" else {}
+        self.table = read_long_runs(path) if mode != "regenerate" else {}
         self.read: list[str] = []
         self.trained: dict[str, tuple] = {}
         self.compared: list[str] = []
@@ -221,7 +221,7 @@ def creep_summary(runs: dict, clean, labels: dict) -> dict:
 
 def creep_table(samples: dict, over: dict, *, title: str) -> Table:
     """One row per creep_summary quantity, one column per sample, and a last column: mean ± sd over `over`."""
-    from .workbook.spread import spread_summary
+    from ..workbook.spread import spread_summary
     names = list(next(iter(over.values())))
     return Table(["noisy labels"] + list(samples) + [f"over {len(over)} seeds"],
                  [[n] + [v[n] for v in samples.values()] + [spread_summary(v[n] for v in over.values())] for n in names],
@@ -241,7 +241,7 @@ def noisy_runs_table(runs: dict, labels: dict, warm: int, *, title: str) -> Tabl
 def plot_creep(runs: dict, labels: dict, clean, warm: int, *, finding: str) -> None:
     """The reported gap over the epochs of each noisy run {name: (rows, ...)} (legend: labels[name]) and of the clean
     run's rows (dotted), with a grey line at the end of the BN run's ("noisy_labels") warm-up, its row index `warm`."""
-    from .running_stats import plot_lines
+    from ..running_stats import plot_lines
     first = runs["noisy_labels"][0]
     plot_lines({**{labels[n]: (r[:, 0], r[:, 4]) for n, (r, *_) in runs.items()}, "BN, clean labels": (clean[:, 0], clean[:, 4], "k:")},
                vline=first[warm, 0], width=8, finding=finding, xlabel="epoch (grey line: end of the BN run's warm-up)",
@@ -253,11 +253,11 @@ def rows_path(build: Path, seed: int) -> Path:
     return Path(build) / "long_runs" / f"seed-{seed}.csv"
 
 
-def regenerate(seeds: list[int], out: str | Path = TABLE, command: str = "") -> Path:
+def regenerate_long_runs(seeds: list[int], out: str | Path = TABLE, command: str = "") -> Path:
     """Execute notebook 04 once per seed with long_runs="regenerate" and collect its rows into `out`,
     with <out>.provenance.json. The other parameters are the notebook's defaults."""
     from tqdm.auto import tqdm
-    from .workbook.notebooks import execute, notebook_path
+    from ..workbook.notebooks import execute, notebook_path
     started = committed.utc_now()
     rows = []
     with tempfile.TemporaryDirectory(prefix="long_runs_") as tmp:
@@ -278,7 +278,7 @@ def regenerate(seeds: list[int], out: str | Path = TABLE, command: str = "") -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.long_runs",
+    parser = argparse.ArgumentParser(prog="python -m helpers.results.long_runs",
                                      description="Regenerate data/long_runs.csv (lesson 04's long runs) with provenance.")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--out", default=str(TABLE),
@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         parser.error(str(exc))
-    command = "python -m helpers.long_runs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    path = regenerate(seeds, args.out, command.strip())
+    command = "python -m helpers.results.long_runs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    path = regenerate_long_runs(seeds, args.out, command.strip())
     print(f"wrote {path} and {committed.provenance_path(path).name}")
     return 0
 

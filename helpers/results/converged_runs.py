@@ -15,13 +15,13 @@ with replicas=1 and per_replica_batch = k·b, the function the notebook's sectio
     SETTINGS, RUNS, LABELS, HEADLINE, SEEDS, RECORDED_EPOCHS    what the table holds
     train_run(run, seed, data)         one run's train_for_accuracy result (every epoch)
     table_rows(run, seed, result)      its rows of the table (the RECORDED_EPOCHS)
-    read_table(path)                   {(seed, run): {epoch: row}}
+    read_converged_runs(path)                   {(seed, run): {epoch: row}}
     column(table, run, epoch, name)    {seed: value} of one quantity over the committed seeds
     run_spreads(run, result, table, seed, n_test)   a retrained run judged by the committed seeds
     seed_values, seed_standard_error, paired_gaps   the numbers the lesson reads off the table
     summary_table, plot_converged, paired_gaps_table, plot_epochs_and_steps, judge_retrained, judged_table
                                        what the lesson shows of them (tables, figures, the live seed's verdict)
-    python -m helpers.converged_runs [--seeds 0,...,9] [--out data/converged_05.csv]
+    python -m helpers.results.converged_runs [--seeds 0,...,9] [--out data/converged_05.csv]
                                        regenerate the table, with provenance
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .workbook import committed
-from .workbook.spread import Spread, binomial_se
+from ..workbook import committed
+from ..workbook.spread import Spread, binomial_se
 
 TABLE_NAME = "converged_05.csv"
 #: the settings of every run: the notebook's defaults for the per-replica batch, the one-device rate and the
@@ -71,16 +71,17 @@ def train_run(run: str, seed: int, data, settings: dict = SETTINGS) -> dict:
     """One run of the table, trained on one device at its global batch k·b: the result of
     helpers.distributed.train_for_accuracy (per-epoch "test_accuracy", "train_loss_by_epoch", "learning_rate",
     "steps"; "seconds"). data: helpers.data.load_digits()."""
-    from . import distributed as dist
+    from .. import distributed
     if run not in RUNS:
         raise ValueError(f"run {run!r}: expected one of {list(RUNS)}")
     k, scale, warmup = RUNS[run]
     x, x_test = data.flat()
-    return dist.train_for_accuracy(replicas=1, weights=dist.initial_weights("mlp", seed=seed), x=x, y=data.y_train,
-                                   x_test=x_test, y_test=data.y_test, per_replica_batch=k * settings["per_replica_batch"],
-                                   epochs=settings["epochs"], base_learning_rate=settings["base_learning_rate"],
-                                   lr_scale=scale, warmup_epochs=warmup * settings["warmup_epochs"], seed=seed,
-                                   decay_epochs=settings["decay_epochs"], decay_factor=settings["decay_factor"])
+    return distributed.train_for_accuracy(
+        replicas=1, weights=distributed.initial_weights("mlp", seed=seed), x=x, y=data.y_train, x_test=x_test,
+        y_test=data.y_test, per_replica_batch=k * settings["per_replica_batch"], epochs=settings["epochs"],
+        base_learning_rate=settings["base_learning_rate"], lr_scale=scale,
+        warmup_epochs=warmup * settings["warmup_epochs"], seed=seed, decay_epochs=settings["decay_epochs"],
+        decay_factor=settings["decay_factor"])
 
 
 def table_rows(run: str, seed: int, result: dict, settings: dict = SETTINGS) -> list[dict]:
@@ -95,7 +96,7 @@ def table_rows(run: str, seed: int, result: dict, settings: dict = SETTINGS) -> 
             for e in RECORDED_EPOCHS if e <= settings["epochs"]]
 
 
-def read_table(path: str | Path | None = None) -> dict:
+def read_converged_runs(path: str | Path | None = None) -> dict:
     """{(seed, run): {epoch: row}} of the committed table."""
     out: dict = {}
     for r in committed.read_csv_rows(path or table_path(), keep_text=("run",)):
@@ -142,8 +143,8 @@ def _seeds(table: dict) -> list[int]:
 def summary_table(table: dict):
     """The committed runs at a glance (a Table): per run its global batch, its steps in all, its test accuracy after
     MINIATURE_EPOCHS, twice that and the last epoch, and its final training loss, as "mean ± sd (min–max)" over seeds."""
-    from .workbook.spread import spread_summary
-    from .workbook.tables import Table
+    from ..workbook.spread import spread_summary
+    from ..workbook.tables import Table
     first, mini, end = _seeds(table)[0], MINIATURE_EPOCHS, SETTINGS["epochs"]
     rows = [[LABELS[n], table[first, n][end]["global_batch"], table[first, n][end]["steps"],
              spread_summary(seed_values(table, n, mini)), spread_summary(seed_values(table, n, 2 * mini)),
@@ -157,7 +158,7 @@ def summary_table(table: dict):
 def plot_converged(table: dict):
     """Every run of the table against epoch (log axes): test accuracy, mean ± sd over seeds (left), and the model's
     training loss, mean over seeds (right); dotted lines where the rate is cut. Returns (fig, (ax_acc, ax_loss))."""
-    from .workbook.plotting import figure
+    from ..workbook.plotting import figure
     end, epochs = SETTINGS["epochs"], np.array(RECORDED_EPOCHS)
     fig, (ax_a, ax_l) = figure(2, finding=f"After {end} epochs the fixed-rate 2 replicas end at "
                                           f"{seed_values(table, '2rep', end).mean():.1%}, 1 device at "
@@ -203,7 +204,7 @@ def paired_gaps(table: dict) -> dict[str, np.ndarray]:
 
 def paired_gaps_table(gaps: dict, n_test: int):
     """paired_gaps as a Table: mean, sd over seeds, standard error of the mean, and the mean in test digits."""
-    from .workbook.tables import Table
+    from ..workbook.tables import Table
     labels = {name: spec[0] for name, spec in _gap_specs().items()}
     return Table(["difference, paired by seed", "mean", "sd over seeds", "standard error of the mean", "in test digits (mean)"],
                  [[labels[n], float(v.mean()), float(v.std(ddof=1)), seed_standard_error(v), float(v.mean()) * n_test]
@@ -213,7 +214,7 @@ def paired_gaps_table(gaps: dict, n_test: int):
 def plot_epochs_and_steps(runs: dict, finding: str):
     """Section 3's runs ({name: helpers.distributed.train_for_accuracy result}): test accuracy per epoch (left) and
     per optimizer step (right), one line each; `finding` is the title. Returns (fig, (ax_epoch, ax_step))."""
-    from .workbook.plotting import figure
+    from ..workbook.plotting import figure
     fig, (ax_e, ax_s) = figure(2, finding=finding)
     for name, r in runs.items():
         ax_e.plot(np.arange(1, len(r["test_accuracy"]) + 1), r["test_accuracy"], marker="o", label=name)
@@ -241,7 +242,7 @@ def judge_retrained(live: dict, table: dict, seed: int, n_test: int, *, section3
     live: {run: train_run result}, judged after epoch 5 and the last. section3: {run of the table: result} of the
     notebook's own multi-replica runs, judged at their last epoch when section3_settings are at_table_settings
     (else a line says they are not judged). record: where the totals go (default: the notebook's findings)."""
-    from .workbook.spread import Recomputed
+    from ..workbook.spread import Recomputed
     recomputed = Recomputed(record=record)
     for n, r in live.items():
         recomputed.add(LABELS[n], run_spreads(n, r, table, seed, n_test), show=False)
@@ -257,16 +258,16 @@ def judge_retrained(live: dict, table: dict, seed: int, n_test: int, *, section3
 
 def judged_table(recomputed, seed: int, n_seeds: int):
     """Every row of a Recomputed (judge_retrained) as one Table."""
-    from .workbook.spread import COLUMNS as SPREAD_COLUMNS
-    from .workbook.tables import Table
+    from ..workbook.spread import COLUMNS as SPREAD_COLUMNS
+    from ..workbook.tables import Table
     return Table(SPREAD_COLUMNS, [s.row() for spreads in recomputed.rows.values() for s in spreads], digits=4,
                  title=f"seed {seed}, recomputed now, judged by the {n_seeds} committed seeds' spread")
 
 
-def regenerate(out: str | Path | None = None, seeds: Sequence[int] = SEEDS, command: str = "") -> list[dict]:
+def regenerate_converged_runs(out: str | Path | None = None, seeds: Sequence[int] = SEEDS, command: str = "") -> list[dict]:
     """Train every run of the table for `seeds`; write the CSV (replacing `out` only once every row is written)
     and its provenance file. Returns the rows."""
-    from .data import load_digits
+    from ..data import load_digits
     data, seconds = load_digits(), {}
 
     def rows_of(unit):
@@ -277,17 +278,17 @@ def regenerate(out: str | Path | None = None, seeds: Sequence[int] = SEEDS, comm
 
     return committed.write_table(
         out or table_path(), COLUMNS, [(s, r) for s in seeds for r in RUNS], rows_of,
-        command=command or "python -m helpers.converged_runs", desc="converged runs", seeds=list(seeds),
+        command=command or "python -m helpers.results.converged_runs", desc="converged runs", seeds=list(seeds),
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
         runs={r: list(v) for r, v in RUNS.items()}, trained_as="one device at the run's global batch (replicas × b)",
         train_seconds=seconds)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """`python -m helpers.converged_runs [--seeds 0,...,9] [--out data/converged_05.csv]`: regenerate lesson 05's
+    """`python -m helpers.results.converged_runs [--seeds 0,...,9] [--out data/converged_05.csv]`: regenerate lesson 05's
     table of runs to convergence (see data/README.md)."""
-    return committed.regenerate_main(argv, prog="helpers.converged_runs", description=_main.__doc__, default_seeds=SEEDS,
-                                     table_name=TABLE_NAME, regenerate=regenerate)
+    return committed.regenerate_main(argv, prog="helpers.results.converged_runs", description=_main.__doc__, default_seeds=SEEDS,
+                                     table_name=TABLE_NAME, regenerate=regenerate_converged_runs)
 
 
 if __name__ == "__main__":
