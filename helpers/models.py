@@ -91,7 +91,7 @@ def compile_classifier(model, optimizer="adam", learning_rate: float = 1e-3, **k
 
 
 def sweep_cnn(norm: str, seed: int):
-    """The workbook's small CNN (helpers.models.small_cnn) for `norm` in "batch", "group", "layer",
+    """small_cnn, seeded, for `norm` in "batch", "group", "layer",
     "none", "renorm", "renorm_clipped". Lesson 02 builds its models on the page instead and
     passes its builder to Sweep; this one is the default and what the unit tests use."""
     keras.utils.set_random_seed(seed)
@@ -108,9 +108,9 @@ CONV1D_NORMS = ("batch", "none", "instance")   # conv1d_bn_model's normalization
 def conv1d_bn_model(window_length: int, channels: int, *, filters: Sequence[int] = (8, 16, 16),
                     kernel_size: int = 5, dense: int = 16, momentum: float = 0.9,
                     learning_rate: float = 1e-3, classes: int = 1, norm: str = "batch", name: str = "conv1d_bn"):
-    """Lessons 03 and 08's window classifier: three Conv1D-norm-ReLU blocks (max-pool 2 after the first two), global average
-    pooling, Dense-norm-ReLU, and the output. Compiled (Adam; binary cross-entropy for
-    classes=1, sparse categorical cross-entropy otherwise).
+    """Lessons 03 and 08's window classifier: three Conv1D-norm-ReLU blocks (max-pool 2 after the first
+    two), global average pooling, Dense-norm-ReLU, and the output. Compiled (Adam; binary cross-entropy
+    for classes=1, sparse categorical cross-entropy otherwise).
 
     Input (N, window_length, channels) -> P("fault") (N, 1) for classes=1 (sigmoid), else
     class probabilities (N, classes) (softmax).

@@ -246,3 +246,27 @@ def test_each_section_links_the_helper_files_it_calls(path):
                                  if m in files}
     unlinked = {s["title"]: sorted(s["used"] - s["links"]) for s in missing if s["used"] - s["links"]}
     assert not unlinked, unlinked
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_helper_name_a_notebook_uses_exists(path):
+    """`module.name` for each helpers module a notebook imports, and each name it imports from one, exist: a
+    renamed helper fails here even where the default run never reaches the cell that calls it."""
+    import importlib
+    modules, missing = {}, []
+    cells = [c.source for c in _nb(path).cells if c.cell_type == "code"]
+    for src in cells:
+        for m in re.finditer(r"^\s*from (helpers(?:\.\w+)*) import ([\w, ]+?)\s*(?:#.*)?$", src, re.M):
+            for part in m.group(2).split(","):
+                name, _, alias = part.strip().partition(" as ")
+                try:
+                    modules[alias.strip() or name] = importlib.import_module(f"{m.group(1)}.{name}")
+                except ImportError:
+                    owner = importlib.import_module(m.group(1))
+                    if not hasattr(owner, name):
+                        missing.append(f"{m.group(1)}.{name}")
+    for src in cells:
+        for alias, attribute in re.findall(r"(?<![\w.])(\w+)\.(\w+)", src):
+            if alias in modules and not hasattr(modules[alias], attribute):
+                missing.append(f"{alias}.{attribute}")
+    assert not missing, sorted(set(missing))

@@ -11,6 +11,7 @@ import ast
 import os
 import platform
 import random
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +39,14 @@ class Run:
 
 
 def quiet_tensorflow() -> None:
-    """Set the workbook's TensorFlow environment defaults, silence its start-up chatter (not errors) and load it:
-    helpers.workbook.frameworks, whose import does all three once per process."""
+    """Silence TensorFlow's start-up chatter (not errors) and load it with the workbook's environment defaults
+    (helpers.workbook.frameworks). The warning filters come first: they also cover TensorFlow's import."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*input_shape.*")
+    warnings.filterwarnings("ignore", message=".*Your input ran out of data.*")
     from . import frameworks
-    frameworks.quiet()
+    frameworks.environment_defaults()
+    frameworks.quiet_logs()
 
 
 def configure_logical_devices(n: int) -> list:
