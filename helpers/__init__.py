@@ -13,7 +13,8 @@ helpers.workbook: setup (parameter names and values, seeding), params (the
 rules), findings, checks, notebooks (papermill execution), run_all (`make
 run`), sweep, tables, plotting, widgets.
 
-Topic modules teach (import them where a lesson needs them):
+Topic modules teach (import them where a lesson needs them; importing one loads TensorFlow and Keras through
+helpers.workbook.frameworks, which sets the workbook's TensorFlow environment defaults first):
     helpers.data          digits data set, batch orders (i.i.d., grouped by class)
     helpers.models        small model builders
     helpers.training      train(): fit with one progress bar, history as a table; accuracy

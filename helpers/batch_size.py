@@ -13,6 +13,7 @@ import numpy as np
 
 from .workbook.frameworks import keras, tf
 
+
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     """Optimizer steps in one pass over n_examples: ceil(N / B) (the last batch may be partial)."""
     return math.ceil(n_examples / batch_size)

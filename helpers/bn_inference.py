@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .workbook.frameworks import keras, tf
+from .workbook.frameworks import keras, tf  # first: sets TensorFlow's environment
 from .batchnorm import preserved_bn_state
 from .models import conv1d_bn_model
 from .training import accuracy, compiled_call, predict_proba

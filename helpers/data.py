@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .workbook.frameworks import tf
+from .workbook.frameworks import tf  # first: sets TensorFlow's environment
 from .workbook.committed import find_data_dir
 
 SPLIT_SEED = 20240607  # fixed: every lesson and seed sees the same train/test split

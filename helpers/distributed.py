@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .workbook.frameworks import keras, tf
+from .workbook.frameworks import keras, tf  # first: sets TensorFlow's environment
 from .child_interpreters import replica_devices
 from .lessons.l05 import distributed_step as page_distributed_step, global_batch_loss
 
@@ -200,7 +200,7 @@ def loss_function(kind: str, strategy, global_batch: int | None = None, divide_a
     return lambda y, p: base(y, p) / strategy.num_replicas_in_sync
 
 
-def _sgd_model(strategy, weights, learning_rate, hidden):
+def sgd_replica_model(strategy, weights, learning_rate, hidden):
     """The MLP with the shared weights and a built SGD optimizer, created under the strategy."""
     with strategy.scope():
         model = replica_model("mlp", hidden=hidden)
@@ -220,7 +220,7 @@ def custom_loop_weights(*, replicas: int, weights: list, x: np.ndarray, y: np.nd
     Returns {"weights": after the steps, "reported_loss": the first step's loss summed over replicas}.
     """
     strategy = strategy_for(replicas)
-    model, opt = _sgd_model(strategy, weights, learning_rate, hidden)
+    model, opt = sgd_replica_model(strategy, weights, learning_rate, hidden)
     global_batch = sizes[0] if len(set(sizes)) == 1 else None
     step = distributed_step(strategy, model, opt, loss_function(loss, strategy, global_batch, divide_again),
                             update=update, clip_global_norm=clip_global_norm)

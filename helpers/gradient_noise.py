@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .workbook.frameworks import tf
+from .workbook.frameworks import tf  # first: sets TensorFlow's environment
 from .batch_size import steps_per_epoch
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .workbook.frameworks import keras, tf
+from .workbook.frameworks import keras, tf  # first: sets TensorFlow's environment
 from .detection_metrics import pr_auc
 
 # ---------------------------------------------------------------- data

@@ -24,9 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .workbook.frameworks import keras, tf
+from .workbook.frameworks import keras, tf  # first: sets TensorFlow's environment
+from .distributed import batches_dataset, distributed_step, loss_function, replica_model, sgd_replica_model, short_error
 from .workbook.findings import REPO_ROOT
-from .distributed import _sgd_model, batches_dataset, distributed_step, loss_function, replica_model, short_error
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -50,7 +51,7 @@ def multiworker_job(*, weights: list, x: np.ndarray, y: np.ndarray, sizes: Seque
     (mean loss / k) gradients. Returns {"weights", "fit_error", "workers"}.
     """
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    model, opt = _sgd_model(strategy, weights, learning_rate, hidden)
+    model, opt = sgd_replica_model(strategy, weights, learning_rate, hidden)
     # the Keras loss object divides by num_replicas_in_sync itself; the optimizer sums across workers
     step = distributed_step(strategy, model, opt, loss_function("keras_object", strategy), update="replica")
     options = tf.data.Options()

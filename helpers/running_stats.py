@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .workbook.frameworks import keras
+from .workbook.frameworks import keras  # first: sets TensorFlow's environment
 from .batchnorm import (assign_moving_statistics, batch_statistics, bn_layers, moving_statistics,
                         precise_statistics, preserved_bn_state, relative_error)
 from .workbook.tables import Table

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .workbook.frameworks import keras
+from .workbook.frameworks import keras  # first: sets TensorFlow's environment
 from .gradient_noise import SoftmaxRegression, output_error, simple_noise_scale, softmax  # noqa: F401 (softmax re-exported)
 
 NUM_CLASSES = 10

@@ -1,7 +1,8 @@
 """Lesson 02's figures and widget: the estimator's bias and spread, the sweep's accuracies, and the
 estimator panel (a live Monte Carlo histogram drawn as SVG plus the sweep rows it matches).
 
-Plain functions over the numbers helpers.small_batches measures. Importing this module has no side effects.
+Plain functions over the numbers helpers.small_batches measures. Importing this module loads TensorFlow
+(through helpers.small_batches) and does nothing else.
 """
 from __future__ import annotations
 

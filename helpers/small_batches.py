@@ -18,7 +18,8 @@ What the lesson measures, as plain functions with explicit arguments and seeds:
 Lesson 02's committed tables are in helpers.results.small_batch_runs, its figures and widget in
 helpers.small_batch_plots.
 
-Array shapes are given in each docstring. Importing this module has no side effects.
+Array shapes are given in each docstring. Importing this module loads TensorFlow (helpers.workbook.frameworks)
+and does nothing else.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .workbook.frameworks import keras, tf
+from .workbook.frameworks import keras, tf  # first: sets TensorFlow's environment
 from .batchnorm import batch_statistics, bn_layers, precise_bn, preserved_bn_state
 from .data import epoch_batches
 from .models import sweep_cnn

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..workbook.frameworks import keras
+from ..workbook.frameworks import keras  # first: sets TensorFlow's environment
 from ..bn_inference import batch1_accuracies
 from ..models import conv1d_bn_model
 from ..training import accuracy

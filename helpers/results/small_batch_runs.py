@@ -1,7 +1,7 @@
 """Lesson 02's committed tables: the MNIST-1D runs and the tiny-batch runs (data/README.md).
 
     committed_mnist1d_rows / _seeds      the MNIST-1D runs in data/mnist1d_runs.csv (one seed / all)
-    row_spreads                          a retrained row judged by the committed seeds' spread
+    sweep_row_spreads                    a retrained row judged by the committed seeds' spread
     mnist1d_results                      section 5's four MNIST-1D rows: committed, and the ones trained now judged
     committed_tiny_seeds / tiny_settings the all-conv variant and the headline rows over seeds in
     headline_rows / allconv_table        data/tiny_batch_runs.csv; tiny_sweep trains one of its rows again
@@ -9,7 +9,7 @@
 
 `python -m helpers.results.small_batch_runs` regenerates the MNIST-1D table (regenerate_mnist1d) and
 `python -m helpers.results.small_batch_runs tiny` the tiny-batch table (regenerate_tiny); both train the
-page's own builder with helpers.small_batches.Sweep. Importing this module has no side effects.
+page's own builder with helpers.small_batches.Sweep. Importing this module loads TensorFlow and does nothing else.
 """
 from __future__ import annotations
 
