@@ -128,6 +128,12 @@ def show_batch_choice(grid: dict, n_examples: int, batch_size: int, learning_rat
     return {"steps_per_epoch": steps, "final_loss": float(final)}
 
 
+def diverged(run) -> bool:
+    """A run to a target (TargetRun, or gradient_noise.StepsToTarget) that blew up: it never reached the target
+    and was not stopped short of it (pruned, or out of steps)."""
+    return run.steps is None and run.stopped_at is None
+
+
 @dataclass(frozen=True)
 class TargetRun:
     """One run stopped at a target training loss: steps to it (None: not reached; stopped_at says where
@@ -159,7 +165,7 @@ def compiled_steps_to_target(model, start_weights, sgd_until, n_examples: int, *
     model.optimizer.learning_rate = learning_rate
     rng = np.random.default_rng(seed)
     spe = steps_per_epoch(n_examples, batch_size)
-    losses, seconds, diverged = [], 0.0, False
+    losses, seconds, blew_up = [], 0.0, False
     while len(losses) < max_steps:
         epochs = max(1, min(epochs_per_call, math.ceil((max_steps - len(losses)) / spe)))
         orders = tf.constant(np.stack([rng.permutation(n_examples) for _ in range(epochs)]).astype(np.int32))
@@ -170,14 +176,14 @@ def compiled_steps_to_target(model, start_weights, sgd_until, n_examples: int, *
         if part.size and part[-1] <= target:
             break
         if part.size < epochs * spe:           # stopped early without reaching the target: diverged
-            diverged = True
+            blew_up = True
             break
     losses = np.asarray(losses)
     if losses.size and losses[-1] <= target:
         acc = float(test_accuracy()) if test_accuracy is not None else None
         return TargetRun(batch_size, float(learning_rate), seed, int(losses.size), acc, losses, seconds)
     return TargetRun(batch_size, float(learning_rate), seed, None, None, losses, seconds,
-                     stopped_at=None if diverged else int(losses.size))
+                     stopped_at=None if blew_up else int(losses.size))
 
 
 def tuned_rate_sweep(train, batch_sizes, rates, seeds, *, max_steps: int, desc: str = "learning-rate sweep") -> dict:
@@ -291,7 +297,7 @@ def median_steps_table(runs: dict, batch_sizes, rates, seeds):
     from .workbook.tables import Table
 
     def median(b, r):
-        if all(runs[(b, r, s)].steps is None and runs[(b, r, s)].stopped_at is None for s in seeds):
+        if all(diverged(runs[(b, r, s)]) for s in seeds):
             return "–"
         return f"{np.median([runs[(b, r, s)].steps or np.inf for s in seeds]):.0f}"
     return Table(["batch"] + [f"rate {r:.2g}" for r in rates], [[b] + [median(b, r) for r in rates] for b in batch_sizes],

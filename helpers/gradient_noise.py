@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .workbook.frameworks import tf  # first: sets TensorFlow's environment
-from .batch_size import steps_per_epoch
+from .batch_size import diverged, steps_per_epoch
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -364,10 +364,10 @@ def tuned_rates(runs: dict, batch_sizes, learning_rates, seeds) -> dict:
     diverges on none (a margin of one grid step from the edge where runs blow up; the fastest rates sit
     right at it and fail on fresh seeds). B is missing when no rate qualifies."""
     rates = sorted(learning_rates)
-    diverged = lambda b, r: any(runs[(b, r, s)].steps is None and runs[(b, r, s)].stopped_at is None for s in seeds)
     out = {}
     for b in batch_sizes:
-        sure = [r for r, up in zip(rates, rates[1:]) if all(runs[(b, r, s)].steps for s in seeds) and not diverged(b, up)]
+        sure = [r for r, up in zip(rates, rates[1:])
+                if all(runs[(b, r, s)].steps for s in seeds) and not any(diverged(runs[(b, up, s)]) for s in seeds)]
         if sure:
             out[b] = min(sure, key=lambda r: (median_steps(runs, b, r, seeds), r))
     return out
@@ -412,8 +412,7 @@ def at_tuned_rates(runs: dict, rates: dict, seeds) -> dict:
 def grid_reaches_divergence(runs: dict, batch_size: int, rates, seeds) -> bool:
     """Whether some rate of the grid diverged on some seed at this batch size (steps None and not stopped short,
     as StepsToTarget and TargetRun record it): the grid reaches past the edge, so it brackets the tuned rate."""
-    return any(runs[(batch_size, r, s)].steps is None and runs[(batch_size, r, s)].stopped_at is None
-               for r in rates for s in seeds)
+    return any(diverged(runs[(batch_size, r, s)]) for r in rates for s in seeds)
 
 
 def plot_gradient_noise(noise: GradientNoise, batches_per_size: int, finding: str) -> None:

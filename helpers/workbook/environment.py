@@ -44,8 +44,7 @@ def quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*input_shape.*")
     warnings.filterwarnings("ignore", message=".*Your input ran out of data.*")
-    from . import frameworks
-    frameworks.environment_defaults()
+    from . import frameworks        # its import sets the environment defaults, then loads TensorFlow
     frameworks.quiet_logs()
 
 
